@@ -1,0 +1,49 @@
+# ltkd: every set-up step lives here; each target installs what it needs first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+LTKD_DATA ?= $(if $(wildcard ../shared/data/cifar-100-python),../shared/data,./data)
+export LTKD_DATA
+TABLE ?= cifar100_lt
+SCALE ?= full
+PYTEST_ARGS ?=
+
+.PHONY: help install test lint format demo reproduce-table table bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install ltkd (editable) with its dev extras
+
+lint: $(STAMP)  ## ruff
+	$(VENV)/bin/ruff check ltkd scripts tests
+
+format: $(STAMP)  ## ruff format + import sorting
+	$(VENV)/bin/ruff check --fix ltkd scripts tests
+
+test: lint  ## ruff, then the test suite (tiny fake data; CPU; a few minutes)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: $(STAMP)  ## CPU-sized run on real CIFAR-100-LT (γ=100): teacher, KD and LTKD students, then the table
+	$(PY) -m ltkd.train -m experiment=demo loss=kd,ltkd sweep_name=demo
+	$(PY) scripts/make_table.py multirun/demo --name demo
+
+reproduce-table: $(STAMP)  ## run a paper table's sweep (TABLE=cifar100_lt|tinyimagenet_lt|imagenet_lt|ablation) and tabulate it
+	$(PY) -m ltkd.train -m experiment=table_$(TABLE) sweep_name=table_$(TABLE)_$(SCALE) $(if $(filter smoke,$(SCALE)),trainer=smoke,)
+	$(PY) scripts/make_table.py multirun/table_$(TABLE)_$(SCALE) --name $(TABLE)$(if $(filter smoke,$(SCALE)),_smoke,)
+
+table: $(STAMP)  ## tabulate any folder of runs: make table RUNS=multirun/<sweep> [NAME=...]
+	$(PY) scripts/make_table.py $(RUNS) $(if $(NAME),--name $(NAME),)
+
+bench: $(STAMP)  ## throughput of our training path vs the usual DataLoader loop on this machine
+	$(PY) scripts/bench.py $(BENCH_ARGS)
+
+clean:  ## remove outputs, sweeps, caches (not the venv, not the data)
+	rm -rf outputs multirun cache .pytest_cache .ruff_cache

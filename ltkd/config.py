@@ -1,0 +1,302 @@
+"""Typed run configuration, built from the composed Hydra config and validated before any work.
+
+`load_config` turns the resolved DictConfig into frozen dataclasses, checking every field's type and
+range; each problem raises `ConfigError` with one line naming the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from omegaconf import DictConfig, OmegaConf
+
+from ltkd.errors import ConfigError
+
+DatasetName = Literal["cifar100_lt", "tinyimagenet_lt", "imagenet_lt"]
+LossName = Literal["ce", "kd", "dkd", "reviewkd", "ltkd"]
+NUM_CLASSES: dict[str, int] = {"cifar100_lt": 100, "tinyimagenet_lt": 200, "imagenet_lt": 1000}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str
+    download: bool = True
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: DatasetName
+    imbalance_factor: float
+    seed: int = 0
+    n_max: int | None = None
+    group_fractions: tuple[float, ...] = (0.33, 0.34, 0.33)
+    split_file: str | None = None
+    test_split_file: str | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return NUM_CLASSES[self.name]
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    name: str
+    teacher: str
+    student: str
+    dkd_beta: float
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    arch: str
+    checkpoint: str | None = None
+    lr: float | None = None
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    arch: str
+    lr: float | None = None
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: LossName
+    temperature: float = 4.0
+    ce_weight: float = 1.0
+    alpha: float = 1.0
+    beta: float = 0.0
+    warmup_epochs: int = 0
+    rebalance: Literal["batch", "ema", "none"] = "none"
+    ema_momentum: float = 0.9
+    reweight: bool = False
+    group_fractions: tuple[float, ...] = (0.33, 0.34, 0.33)
+    global_stats: bool = True
+    logit_adjust_tau: float = 0.0
+    preact: bool = False
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    epochs: int
+    batch_size: int
+    lr: float
+    light_lr: float
+    light_archs: tuple[str, ...]
+    momentum: float
+    weight_decay: float
+    lr_milestones: tuple[int, ...]
+    lr_decay: float
+    max_steps_per_epoch: int | None = None
+    eval_batch_size: int = 500
+    checkpoint_every: int = 1
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    channels_last: Literal["auto", True, False] = "auto"
+    compile: bool = False
+    loader: Literal["auto", "device", "dataloader"] = "auto"
+    num_workers: int = 4
+    sync_bn: bool = False
+
+
+@dataclass(frozen=True)
+class LoggerConfig:
+    name: Literal["wandb", "none"]
+    project: str = "ltkd"
+    entity: str | None = None
+    mode: Literal["auto", "online", "offline"] = "auto"
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    output_root: str = "outputs"
+    sweep_root: str = "multirun"
+    teacher_cache: str = "cache/teachers"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run depends on (the Hydra config minus Hydra's own settings)."""
+
+    data: DataConfig
+    dataset: DatasetConfig
+    pair: PairConfig
+    teacher: TeacherConfig
+    student: StudentConfig
+    loss: LossConfig
+    trainer: TrainerConfig
+    logger: LoggerConfig
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    seed: int = 0
+    deterministic: bool = False
+    debug: bool = False
+    resume: bool = True
+    sweep_name: str = ""
+    experiment: str | None = None
+
+    def stage_lr(self, arch: str, explicit: float | None) -> float:
+        """The learning rate for training `arch`: explicit, else the recipe's light or default lr."""
+        if explicit is not None:
+            return explicit
+        return self.trainer.light_lr if arch in self.trainer.light_archs else self.trainer.lr
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(cfg: DictConfig | dict[str, Any]) -> RunConfig:
+    """Resolve, type-check and validate a composed config; raises ConfigError on the first problem."""
+    if isinstance(cfg, DictConfig):
+        try:
+            raw = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        except Exception as exc:  # omegaconf reports the key in its message's first line
+            raise ConfigError(f"config: {str(exc).splitlines()[0]}") from None
+    else:
+        raw = dict(cfg)
+    raw.pop("hydra", None)
+    run = _build(RunConfig, raw, "")
+    _validate(run)
+    return run
+
+
+# --- typed construction -------------------------------------------------------------------------
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(
+            f"{prefix}{unknown[0]}: unknown config key; allowed keys here: {', '.join(sorted(names))}"
+        )
+    values = {}
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if f.name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{key}: missing required value")
+            continue
+        values[f.name] = _coerce(hints[f.name], raw[f.name], key)
+    return cls(**values)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(tp)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise ConfigError(f"{key}: null is not allowed")
+        inner = [o for o in options if o is not type(None)]
+        return _coerce(inner[0], value, key)
+    if origin is Literal:
+        allowed = get_args(tp)
+        for option in allowed:
+            if value == option and type(value) is type(option):
+                return option
+        raise ConfigError(f"{key}: {value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (inner,) = get_args(tp)[:1]
+        return tuple(_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported config type {tp} for {key}")
+
+
+# --- semantic checks ----------------------------------------------------------------------------
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def check_fractions(key: str, fractions: tuple[float, ...], num_classes: int) -> None:
+    """Group fractions: positive, summing to 1, and every group non-empty for `num_classes` classes."""
+    _require(len(fractions) >= 1, f"{key}: empty list; give one fraction per group, summing to 1")
+    _require(all(f > 0 for f in fractions), f"{key}: {list(fractions)} has a fraction <= 0; all must be > 0")
+    _require(
+        math.isclose(sum(fractions), 1.0, abs_tol=1e-6),
+        f"{key}: {list(fractions)} sums to {sum(fractions):g}; the fractions must sum to 1",
+    )
+    sizes = [round(f * num_classes) for f in fractions[:-1]]
+    sizes.append(num_classes - sum(sizes))
+    _require(
+        all(s >= 1 for s in sizes),
+        f"{key}: {list(fractions)} leaves a group empty with {num_classes} classes (sizes {sizes})",
+    )
+
+
+def _validate(run: RunConfig) -> None:
+    from ltkd.models import available_models
+
+    models = available_models()
+    ds, tr, loss = run.dataset, run.trainer, run.loss
+    _require(ds.imbalance_factor >= 1, f"dataset.imbalance_factor: {ds.imbalance_factor:g}; must be >= 1")
+    _require(ds.n_max is None or ds.n_max >= 1, f"dataset.n_max: {ds.n_max}; must be >= 1 or null")
+    _require(len(ds.group_fractions) == 3,
+             f"dataset.group_fractions: {list(ds.group_fractions)}; give 3 fractions (head, medium, tail)")
+    check_fractions("dataset.group_fractions", ds.group_fractions, ds.num_classes)
+    check_fractions("loss.group_fractions", loss.group_fractions, ds.num_classes)
+    for key, arch in (("teacher.arch", run.teacher.arch), ("student.arch", run.student.arch)):
+        _require(arch in models, f"{key}: unknown model '{arch}'; available: {', '.join(models)}")
+    for key, lr in (("teacher.lr", run.teacher.lr), ("student.lr", run.student.lr)):
+        _require(lr is None or lr > 0, f"{key}: {lr}; must be > 0 or null")
+    if run.teacher.checkpoint is not None:
+        path = Path(run.teacher.checkpoint)
+        _require(path.is_file(), f"teacher.checkpoint: '{path}' is not a file; give a .pt saved by ltkd")
+    _require(loss.temperature > 0, f"loss.temperature: {loss.temperature:g}; must be > 0")
+    for name in ("ce_weight", "alpha", "beta", "logit_adjust_tau"):
+        value = getattr(loss, name)
+        _require(value >= 0, f"loss.{name}: {value:g}; must be >= 0")
+    _require(loss.warmup_epochs >= 0, f"loss.warmup_epochs: {loss.warmup_epochs}; must be >= 0")
+    _require(0 <= loss.ema_momentum < 1, f"loss.ema_momentum: {loss.ema_momentum:g}; must be in [0, 1)")
+    _require(tr.epochs >= 1, f"trainer.epochs: {tr.epochs}; must be >= 1")
+    _require(tr.batch_size >= 1, f"trainer.batch_size: {tr.batch_size}; must be >= 1")
+    _require(tr.eval_batch_size >= 1, f"trainer.eval_batch_size: {tr.eval_batch_size}; must be >= 1")
+    _require(tr.lr > 0 and tr.light_lr > 0, f"trainer.lr: {tr.lr:g} / light_lr {tr.light_lr:g}; must be > 0")
+    _require(tr.momentum >= 0, f"trainer.momentum: {tr.momentum:g}; must be >= 0")
+    _require(tr.weight_decay >= 0, f"trainer.weight_decay: {tr.weight_decay:g}; must be >= 0")
+    _require(0 < tr.lr_decay <= 1, f"trainer.lr_decay: {tr.lr_decay:g}; must be in (0, 1]")
+    _require(
+        all(1 <= m <= tr.epochs for m in tr.lr_milestones),
+        f"trainer.lr_milestones: {list(tr.lr_milestones)}; each must be in [1, trainer.epochs={tr.epochs}]",
+    )
+    _require(list(tr.lr_milestones) == sorted(tr.lr_milestones),
+             f"trainer.lr_milestones: {list(tr.lr_milestones)}; must be increasing")
+    _require(tr.max_steps_per_epoch is None or tr.max_steps_per_epoch >= 1,
+             f"trainer.max_steps_per_epoch: {tr.max_steps_per_epoch}; must be >= 1 or null")
+    _require(tr.checkpoint_every >= 1, f"trainer.checkpoint_every: {tr.checkpoint_every}; must be >= 1")
+    _require(tr.num_workers >= 0, f"trainer.num_workers: {tr.num_workers}; must be >= 0")
+    _require(bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", tr.device)),
+             f"trainer.device: '{tr.device}'; allowed: auto, cpu, cuda, cuda:N")
+    if run.logger.name == "wandb":
+        _require(bool(run.logger.project), "logger.project: empty; give a W&B project name")

@@ -1,0 +1,72 @@
+"""LTKD: cross-group KL against a rebalanced teacher plus reweighted within-group KLs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ltkd.distillers.base import CrossEntropyTerm, Distiller, Features
+from ltkd.errors import ConfigError
+from ltkd.losses import ltkd_loss, teacher_group_mean
+
+REBALANCE_MODES = ("batch", "ema", "none")
+
+
+class LTKD(Distiller):
+    """loss_kd = warm-up · ltkd_loss(α, β, T).
+
+    `rebalance`: "batch" rebalances with the batch mean of the teacher's group distribution (the paper),
+    "ema" with an exponential moving average of it across training steps (buffer `group_mean_ema`,
+    checkpointed; the first step initialises it, then ema <- m·ema + (1-m)·batch mean, updated in training
+    mode only), "none" not at all. `stats_reducer` maps the batch mean before use, e.g. a mean over DDP ranks
+    (None: the local batch). `reweight`: within-group KLs weighted 1/K instead of by the teacher's group mass.
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, ce: CrossEntropyTerm | None = None, *,
+                 class_to_group: Tensor, alpha: float, beta: float, temperature: float,
+                 warmup_epochs: int = 0, rebalance: str = "batch", ema_momentum: float = 0.9,
+                 reweight: bool = True, stats_reducer: Callable[[Tensor], Tensor] | None = None) -> None:
+        super().__init__(student, teacher, ce, warmup_epochs=warmup_epochs)
+        if rebalance not in REBALANCE_MODES:
+            raise ConfigError(f"loss.rebalance: {rebalance!r}; allowed: {', '.join(REBALANCE_MODES)}")
+        self.alpha = alpha
+        self.beta = beta
+        self.temperature = temperature
+        self.rebalance = rebalance
+        self.ema_momentum = ema_momentum
+        self.reweight = reweight
+        self.stats_reducer = stats_reducer
+        self.num_groups = int(class_to_group.max()) + 1
+        self.register_buffer("class_to_group", class_to_group.long(), persistent=False)
+        if rebalance == "ema":
+            device = class_to_group.device
+            self.register_buffer("group_mean_ema", torch.zeros(self.num_groups, device=device))
+            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long, device=device))
+
+    def group_stats(self, logits_t: Tensor) -> Tensor | None:
+        """The (K,) group statistics the teacher is rebalanced with; None when not rebalancing."""
+        if self.rebalance == "none":
+            return None
+        stats = teacher_group_mean(logits_t, self.class_to_group, self.temperature,
+                                   num_groups=self.num_groups)
+        if self.stats_reducer is not None:
+            stats = self.stats_reducer(stats)
+        if self.rebalance == "ema":
+            stats = self._update_ema(stats)
+        return stats
+
+    @torch.no_grad()
+    def _update_ema(self, batch_mean: Tensor) -> Tensor:
+        if self.training:
+            momentum = torch.where(self.ema_updates > 0, self.ema_momentum, 0.0)
+            self.group_mean_ema.copy_(momentum * self.group_mean_ema + (1 - momentum) * batch_mean)
+            self.ema_updates += 1
+        return self.group_mean_ema.clone()
+
+    def distill_loss(self, logits_s: Tensor, features_s: Features, logits_t: Tensor, features_t: Features,
+                     target: Tensor) -> Tensor:
+        return ltkd_loss(logits_s, logits_t, self.class_to_group, self.alpha, self.beta, self.temperature,
+                         rebalance=self.rebalance != "none", reweight=self.reweight,
+                         group_stats=self.group_stats(logits_t), num_groups=self.num_groups)

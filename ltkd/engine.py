@@ -1,0 +1,254 @@
+"""One training stage (teacher pretraining or student distillation): the lean loop, resumable.
+
+The step loop never waits on the device: losses, accuracy and a non-finite-loss marker accumulate as
+device tensors and are read once per epoch. Every `checkpoint_every` epochs (and on SIGTERM/SIGUSR1,
+mid-epoch) the full state is written atomically; a resumed stage continues bit-for-bit because all
+data randomness is derived from (seed, epoch) and the global RNG states are restored.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ltkd.checkpoint import load_checkpoint, save_checkpoint
+from ltkd.config import TrainerConfig
+from ltkd.distillers import Distiller
+from ltkd.errors import CheckpointError, LTKDError
+from ltkd.evaluation import Accuracy
+from ltkd.runtime import Runtime, rng_state, set_rng_state
+
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: preempted, a checkpoint was saved, re-run the same command to resume
+
+
+class Preempted(Exception):
+    """SIGTERM or SIGUSR1 arrived; the stage saved a checkpoint and stopped."""
+
+
+class NonFiniteLoss(LTKDError):
+    """The training loss became NaN or infinite."""
+
+
+class Loader(Protocol):
+    def set_epoch(self, epoch: int) -> None: ...
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]: ...
+    def __len__(self) -> int: ...
+
+
+class StageLogger(Protocol):
+    def log(self, metrics: dict[str, float], step: int) -> None: ...
+
+
+@dataclass
+class StageResult:
+    final: Accuracy
+    best: Accuracy
+    best_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+
+class StopSignal:
+    """Records SIGTERM / SIGUSR1 (how Slurm announces preemption) so the loop can stop cleanly."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    @contextmanager
+    def installed(self) -> Iterator[StopSignal]:
+        wanted = [signal.SIGTERM, getattr(signal, "SIGUSR1", None)]
+        previous = {}
+        try:
+            for sig in filter(None, wanted):
+                previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: leave the default handlers
+            pass
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.received = signum
+
+
+def build_optimizer(params: list[nn.Parameter], lr: float, trainer: TrainerConfig, runtime: Runtime):
+    """SGD with momentum and weight decay (fused kernels on CUDA) and the multi-step schedule."""
+    optimizer = torch.optim.SGD(
+        params, lr=lr, momentum=trainer.momentum, weight_decay=trainer.weight_decay, fused=runtime.is_cuda
+    )
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=list(trainer.lr_milestones), gamma=trainer.lr_decay
+    )
+    return optimizer, scheduler
+
+
+class Stage:
+    """Trains a distiller (forward(images, target, epoch) -> (logits, {name: loss})) for one stage.
+
+    Checkpoints hold the distiller's student state (student, extra modules, loss buffers), never the
+    frozen teacher."""
+
+    def __init__(
+        self,
+        name: str,
+        module: Distiller,
+        params: list[nn.Parameter],
+        *,
+        train_loader: Loader,
+        evaluate: Callable[[], Accuracy],
+        trainer: TrainerConfig,
+        lr: float,
+        runtime: Runtime,
+        checkpoint_path: Path,
+        logger: StageLogger,
+        stop: StopSignal,
+    ) -> None:
+        self.name = name
+        self.module = module
+        self.train_loader = train_loader
+        self.evaluate = evaluate
+        self.trainer = trainer
+        self.runtime = runtime
+        self.checkpoint_path = checkpoint_path
+        self.logger = logger
+        self.stop = stop
+        self.optimizer, self.scheduler = build_optimizer(params, lr, trainer, runtime)
+
+    # --- state -----------------------------------------------------------------------------------
+    def _state(self, next_epoch: int, skip_steps: int, partial: dict[str, Tensor] | None, tracker: dict) -> dict:
+        return {
+            "stage": self.name,
+            "model": self.module.student_state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+            "next_epoch": next_epoch,
+            "skip_steps": skip_steps,
+            "partial": partial,
+            "tracker": tracker,
+        }
+
+    def _restore(self) -> tuple[int, int, dict[str, Tensor] | None, dict]:
+        state = load_checkpoint(self.checkpoint_path)
+        if state.get("stage") != self.name:
+            raise CheckpointError(
+                f"checkpoint '{self.checkpoint_path}' belongs to stage {state.get('stage')!r}, not {self.name!r}"
+            )
+        try:
+            self.module.load_student_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"checkpoint '{self.checkpoint_path}' does not match this run's model "
+                f"({str(exc).splitlines()[0]})"
+            ) from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        partial = state["partial"]
+        if partial is not None:
+            partial = {k: v.to(self.runtime.device) if isinstance(v, Tensor) else v for k, v in partial.items()}
+        return state["next_epoch"], state["skip_steps"], partial, state["tracker"]
+
+    # --- loop ------------------------------------------------------------------------------------
+    def run(self, resume: bool) -> StageResult:
+        epochs = self.trainer.epochs
+        start_epoch, skip, partial = 1, 0, None
+        tracker: dict[str, Any] = {"best": None, "best_epoch": 0, "final": None, "history": [], "wall": 0.0}
+        if resume and self.checkpoint_path.exists():
+            start_epoch, skip, partial, tracker = self._restore()
+            print(f"[{self.name}] resuming from {self.checkpoint_path} at epoch {start_epoch}"
+                  + (f", step {skip}" if skip else ""))
+        bar = tqdm(range(start_epoch, epochs + 1), desc=self.name, initial=start_epoch - 1, total=epochs,
+                   dynamic_ncols=True, mininterval=1.0)
+        for epoch in bar:
+            started = time.perf_counter()
+            sums = self.train_epoch(epoch, skip, partial, tracker)
+            skip, partial = 0, None
+            train_stats = self._read_epoch_stats(epoch, sums)
+            accuracy = self.evaluate()
+            tracker["wall"] += time.perf_counter() - started
+            record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], **train_stats,
+                      **{f"test/{k}": v for k, v in accuracy.summary().items()}}
+            self.scheduler.step()
+            tracker["history"].append(record)
+            tracker["final"] = accuracy.as_dict()
+            if tracker["best"] is None or accuracy.overall > tracker["best"]["overall"]:
+                tracker["best"], tracker["best_epoch"] = accuracy.as_dict(), epoch
+            self.logger.log({f"{self.name}/{k}": v for k, v in record.items() if k != "epoch"}, step=epoch)
+            bar.set_postfix(loss=f"{train_stats['train/loss']:.3f}", acc=f"{accuracy.overall:.2f}",
+                            tail=f"{accuracy.tail:.2f}")
+            if epoch % self.trainer.checkpoint_every == 0 or epoch == epochs:
+                save_checkpoint(self.checkpoint_path, self._state(epoch + 1, 0, None, tracker))
+        bar.close()
+        return StageResult(
+            final=Accuracy(**tracker["final"]), best=Accuracy(**tracker["best"]),
+            best_epoch=tracker["best_epoch"], history=tracker["history"], wall_time_s=tracker["wall"],
+        )
+
+    def train_epoch(self, epoch: int, skip: int, partial: dict[str, Tensor] | None, tracker: dict) -> dict:
+        """One pass over the training batches; returns the device-side sums for the epoch."""
+        self.module.train()
+        self.train_loader.set_epoch(epoch)
+        device = self.runtime.device
+        sums = partial or {
+            "loss_terms": None,
+            "correct": torch.zeros((), device=device),
+            "seen": torch.zeros((), device=device),
+            "steps": torch.zeros((), device=device),
+            "bad_step": torch.full((), -1, device=device, dtype=torch.long),
+        }
+        for step, (images, labels) in enumerate(tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False,
+                                                     dynamic_ncols=True, mininterval=1.0)):
+            if step < skip:  # resuming mid-epoch: the loader replays the same random batches
+                continue
+            with self.runtime.autocast():
+                logits, losses = self.module(images, labels, epoch)
+            terms = torch.stack([v.float() for v in losses.values()])
+            loss = terms.sum()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            detached = terms.detach()
+            if sums["loss_terms"] is None:
+                sums["names"] = list(losses)
+                sums["loss_terms"] = torch.zeros_like(detached)
+            sums["loss_terms"] += detached
+            sums["correct"] += (logits.detach().argmax(dim=1) == labels).sum()
+            sums["seen"] += labels.numel()
+            sums["steps"] += 1
+            finite = torch.isfinite(loss)
+            sums["bad_step"] = torch.where(finite | (sums["bad_step"] >= 0), sums["bad_step"], step)
+            if self.stop.received is not None:
+                save_checkpoint(self.checkpoint_path, self._state(epoch, step + 1, sums, tracker))
+                raise Preempted(f"[{self.name}] signal {self.stop.received}: checkpoint saved at epoch {epoch}, "
+                                f"step {step + 1} in {self.checkpoint_path}; re-run the same command to resume")
+        return sums
+
+    def _read_epoch_stats(self, epoch: int, sums: dict) -> dict[str, float]:
+        """The one host sync of the epoch: read the accumulated statistics, stop on a non-finite loss."""
+        bad_step = int(sums["bad_step"].item())
+        if bad_step >= 0:
+            raise NonFiniteLoss(
+                f"[{self.name}] non-finite loss at epoch {epoch}, step {bad_step}; the last good checkpoint "
+                f"is kept in {self.checkpoint_path} (lower trainer.lr or check the data)"
+            )
+        steps = max(float(sums["steps"].item()), 1.0)
+        stats = {f"train/{n}": float(v) / steps for n, v in zip(sums["names"], sums["loss_terms"].tolist(),
+                                                                  strict=True)}
+        stats["train/loss"] = sum(stats.values())
+        stats["train/acc"] = 100.0 * float(sums["correct"].item()) / max(float(sums["seen"].item()), 1.0)
+        if not math.isfinite(stats["train/loss"]):
+            raise NonFiniteLoss(f"[{self.name}] non-finite loss at epoch {epoch}")
+        return stats

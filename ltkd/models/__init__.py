@@ -1,0 +1,20 @@
+"""The model zoo: `create_model(name, num_classes)` builds any registered architecture; every model's
+forward returns `(logits, features)` as described in `ltkd.models.base`."""
+
+from ltkd.models import imagenet, mobilenetv2, resnet, shufflenet, vgg, wrn
+from ltkd.models.base import FeatureNet, Features
+from ltkd.models.registry import available_models, create_model, register_model
+
+__all__ = [
+    "FeatureNet",
+    "Features",
+    "available_models",
+    "create_model",
+    "imagenet",
+    "mobilenetv2",
+    "register_model",
+    "resnet",
+    "shufflenet",
+    "vgg",
+    "wrn",
+]

@@ -1,0 +1,39 @@
+"""Name -> constructor registry. Constructors are thin functions `fn(num_classes) -> FeatureNet`,
+registered under their function name by `@register_model`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from fnmatch import fnmatchcase
+from typing import TypeVar
+
+from ltkd.errors import ConfigError
+from ltkd.models.base import FeatureNet
+
+Constructor = TypeVar("Constructor", bound=Callable[[int], FeatureNet])
+
+_MODELS: dict[str, Callable[[int], FeatureNet]] = {}
+
+
+def register_model(fn: Constructor) -> Constructor:
+    """Register `fn` under `fn.__name__`; a name can be registered once."""
+    name = fn.__name__
+    if name in _MODELS:
+        raise ValueError(f"model '{name}' is already registered")
+    _MODELS[name] = fn
+    return fn
+
+
+def available_models(pattern: str | None = None) -> list[str]:
+    """The registered names, sorted; only those matching the fnmatch `pattern` when one is given."""
+    names = sorted(_MODELS)
+    return names if pattern is None else [n for n in names if fnmatchcase(n, pattern)]
+
+
+def create_model(name: str, num_classes: int) -> FeatureNet:
+    """A freshly initialised model `name` with a `num_classes`-way classifier."""
+    if name not in _MODELS:
+        raise ConfigError(f"unknown model '{name}'; available: {', '.join(available_models())}")
+    if num_classes < 1:
+        raise ConfigError(f"num_classes: {num_classes}; must be >= 1")
+    return _MODELS[name](num_classes)

@@ -1,0 +1,298 @@
+"""A run: the long-tailed data, stage 1 (teacher, from the cache or trained with CE), stage 2 (the
+student with the chosen loss), then metrics.json, the console table and the per-class plot."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from ltkd.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from ltkd.config import LossConfig, RunConfig
+from ltkd.data import (
+    CROP_PADDING,
+    GROUP_NAMES,
+    LongTailedData,
+    build_dataset,
+    class_to_group,
+    split_groups,
+)
+from ltkd.data.loaders import DataLoaderAdapter, DeviceLoader
+from ltkd.data.transforms import ImageSetDataset, build_transforms
+from ltkd.distillers import Distiller, build_distiller
+from ltkd.engine import Stage, StopSignal
+from ltkd.errors import CheckpointError
+from ltkd.evaluation import Accuracy, accuracy_from_counts, class_counts
+from ltkd.loggers import RunLogger, build_logger
+from ltkd.models import create_model
+from ltkd.reporting import format_table, plot_per_class
+from ltkd.runtime import Runtime, resolve_runtime, seed_everything
+from ltkd.teacher_cache import TeacherCache, teacher_key
+
+TEACHER_CE = LossConfig(name="ce")
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What both stages share."""
+
+    cfg: RunConfig
+    run_dir: Path
+    data: LongTailedData
+    groups: list[list[int]]
+    runtime: Runtime
+    logger: RunLogger
+    stop: StopSignal
+
+    def loader(self, train: bool, stage: str):
+        """The train or test batches of the run, device-resident where the dataset fits in memory."""
+        tr, data, rt = self.cfg.trainer, self.data, self.runtime
+        split = data.train if train else data.test
+        seed = self.cfg.seed * 1009 + (1 if stage == "student" else 0)
+        batch_size = tr.batch_size if train else tr.eval_batch_size
+        common = dict(batch_size=batch_size, train=train, device=rt.device, seed=seed,
+                      max_steps=tr.max_steps_per_epoch if train else None, channels_last=rt.channels_last)
+        kind = tr.loader if tr.loader != "auto" else ("device" if split.images is not None else "dataloader")
+        if kind == "device" and split.images is not None:
+            return DeviceLoader(split.images, split.labels, mean=data.mean, std=data.std,
+                                pad=CROP_PADDING.get(data.name, 0), **common)
+        dataset = ImageSetDataset(split, build_transforms(data.name, train, data.mean, data.std))
+        return DataLoaderAdapter(dataset, num_workers=tr.num_workers, **common)
+
+    def evaluator(self, model: nn.Module):
+        test_batches = self.loader(train=False, stage="eval")
+
+        def evaluate() -> Accuracy:
+            correct, total = class_counts(model, test_batches, self.data.num_classes, self.runtime.autocast)
+            return accuracy_from_counts(correct, total, self.groups)
+
+        return evaluate
+
+    def new_model(self, arch: str, stage: str) -> nn.Module:
+        """A freshly initialised model, seeded per stage so it never depends on what ran before."""
+        torch.manual_seed(self.cfg.seed * 1009 + (1 if stage == "student" else 0))
+        model = create_model(arch, self.data.num_classes)
+        return self.prepare(model)
+
+    def prepare(self, module: nn.Module) -> nn.Module:
+        module.to(self.runtime.device)
+        if self.runtime.channels_last:
+            module.to(memory_format=torch.channels_last)
+        return module
+
+    def stage(self, name: str, module: Distiller, evaluated: nn.Module, arch: str, lr: float | None,
+              checkpoint_path: Path, resume: bool):
+        """Train `module` for one stage; returns the StageResult."""
+        cfg = self.cfg
+        if cfg.trainer.compile:
+            module.compile()
+        stage = Stage(name, module, module.trainable_parameters(), train_loader=self.loader(True, name),
+                      evaluate=self.evaluator(evaluated), trainer=cfg.trainer, lr=cfg.stage_lr(arch, lr),
+                      runtime=self.runtime, checkpoint_path=checkpoint_path, logger=self.logger, stop=self.stop)
+        return stage.run(resume=resume)
+
+
+def run(cfg: RunConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
+    """Run (or resume, or report) one teacher -> student experiment; returns the metrics dict."""
+    metrics_path = run_dir / "metrics.json"
+    if cfg.resume and metrics_path.exists():
+        print(f"run complete: {metrics_path} exists (resume=false retrains)")
+        return json.loads(metrics_path.read_text())
+    if cfg.teacher.checkpoint is not None:
+        read_teacher_file(Path(cfg.teacher.checkpoint), cfg.teacher.arch, cfg.dataset.num_classes)
+    started = time.perf_counter()
+    runtime = resolve_runtime(cfg.trainer)
+    seed_everything(cfg.seed, cfg.deterministic)
+    ds = cfg.dataset
+    data = build_dataset(ds.name, cfg.data.root, imbalance_factor=ds.imbalance_factor, seed=ds.seed,
+                         download=cfg.data.download, n_max=ds.n_max, split_file=ds.split_file,
+                         test_split_file=ds.test_split_file)
+    groups = split_groups(data.train_counts, ds.group_fractions)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg.to_dict()).encode())
+    ctx = RunContext(cfg, run_dir, data, groups, runtime, build_logger(cfg, run_dir), StopSignal())
+    try:
+        with ctx.stop.installed():
+            teacher, teacher_report = obtain_teacher(ctx)
+            student_report = train_student(ctx, teacher, teacher_report)
+        metrics = assemble_metrics(ctx, teacher_report, student_report, time.perf_counter() - started)
+        metrics["command"] = command
+        atomic_write_bytes(metrics_path, (json.dumps(metrics, indent=1) + "\n").encode())
+        finalize_outputs(ctx, metrics)
+    finally:
+        ctx.logger.finish()
+    return metrics
+
+
+# --- stage 1: the teacher ------------------------------------------------------------------------
+
+def read_teacher_file(path: Path, arch: str, num_classes: int, key: dict | None = None) -> dict[str, Any]:
+    """Load a stored teacher and check it is the architecture and class count this run needs."""
+    content = load_checkpoint(path, trusted=False)
+    if content.get("arch") != arch or content.get("num_classes") != num_classes:
+        raise CheckpointError(
+            f"teacher checkpoint '{path}' holds {content.get('arch')} with {content.get('num_classes')} classes; "
+            f"this run needs {arch} with {num_classes} classes"
+        )
+    if key is not None and content.get("key") != key:
+        raise CheckpointError(f"teacher cache entry '{path}' was stored for another configuration")
+    return content
+
+
+def obtain_teacher(ctx: RunContext) -> tuple[nn.Module, dict[str, Any]]:
+    """The teacher from teacher.checkpoint, else from the cache, else trained now and cached."""
+    cfg = ctx.cfg
+    teacher = ctx.new_model(cfg.teacher.arch, "teacher")
+    if cfg.teacher.checkpoint is not None:
+        content = read_teacher_file(Path(cfg.teacher.checkpoint), cfg.teacher.arch, ctx.data.num_classes)
+        source = str(cfg.teacher.checkpoint)
+    else:
+        cache = TeacherCache(cfg.paths.teacher_cache, teacher_key(cfg, ctx.runtime.bf16))
+        with cache.locked():
+            if cache.path.exists():
+                content = read_teacher_file(cache.path, cfg.teacher.arch, ctx.data.num_classes, cache.key)
+                print(f"[teacher] loaded from cache {cache.path}")
+            else:
+                content = train_teacher(ctx, teacher, cache)
+        source = str(cache.path)
+    _load_weights(teacher, content["state_dict"], source)
+    teacher.eval()
+    final = ctx.evaluator(teacher)()
+    best = content.get("best") or final.as_dict()
+    report = {"final": final.as_dict(), "best": best, "best_epoch": content.get("best_epoch"),
+              "source": source, "wall_time_s": content.get("wall_time_s", 0.0)}
+    return teacher, report
+
+
+def train_teacher(ctx: RunContext, teacher: nn.Module, cache: TeacherCache) -> dict[str, Any]:
+    """Stage 1: cross-entropy on the long-tailed train set; the result is stored in the cache."""
+    cfg = ctx.cfg
+    module = build_distiller(TEACHER_CE, teacher, None, class_to_group=_loss_groups(ctx),
+                             train_counts=ctx.data.train_counts, input_size=ctx.data.image_size)
+    ctx.logger.start("teacher", f"teacher-{cfg.teacher.arch}")
+    result = ctx.stage("teacher", module, teacher, cfg.teacher.arch, cfg.teacher.lr, cache.training_checkpoint,
+                       resume=True)
+    content = {"arch": cfg.teacher.arch, "num_classes": ctx.data.num_classes, "key": cache.key,
+               "state_dict": _plain_state(teacher), "final": result.final.as_dict(),
+               "best": result.best.as_dict(), "best_epoch": result.best_epoch, "wall_time_s": result.wall_time_s}
+    save_checkpoint(cache.path, content)
+    cache.training_checkpoint.unlink(missing_ok=True)
+    ctx.logger.summary({f"teacher/{k}": v for k, v in result.final.summary().items()})
+    ctx.logger.finish()
+    return content
+
+
+# --- stage 2: the student ------------------------------------------------------------------------
+
+def _loss_groups(ctx: RunContext) -> torch.Tensor:
+    groups = split_groups(ctx.data.train_counts, ctx.cfg.loss.group_fractions)
+    return class_to_group(groups, ctx.data.num_classes).to(ctx.runtime.device)
+
+
+def train_student(ctx: RunContext, teacher: nn.Module, teacher_report: dict) -> dict[str, Any]:
+    """Stage 2: distil the student from the frozen teacher with the configured loss."""
+    cfg = ctx.cfg
+    student = ctx.new_model(cfg.student.arch, "student")
+    distiller: Distiller = build_distiller(cfg.loss, student, teacher if cfg.loss.name != "ce" else None,
+                                           class_to_group=_loss_groups(ctx), train_counts=ctx.data.train_counts,
+                                           input_size=ctx.data.image_size)
+    ctx.prepare(distiller)
+    ctx.logger.start("student", f"{cfg.loss.name}-{cfg.student.arch}")
+    ctx.logger.summary({f"teacher/{k}": v for k, v in teacher_report["final"].items() if k != "per_class"})
+    result = ctx.stage("student", distiller, student, cfg.student.arch, cfg.student.lr,
+                       ctx.run_dir / "checkpoints" / "student.ckpt", resume=cfg.resume)
+    save_checkpoint(ctx.run_dir / "student.pt", {"arch": cfg.student.arch, "num_classes": ctx.data.num_classes,
+                                                 "state_dict": _plain_state(student),
+                                                 "distiller": distiller.student_state_dict()})
+    ctx.logger.summary({f"student/{k}": v for k, v in result.final.summary().items()}
+                       | {f"student_best/{k}": v for k, v in result.best.summary().items()})
+    return {"final": result.final.as_dict(), "best": result.best.as_dict(), "best_epoch": result.best_epoch,
+            "history": result.history, "wall_time_s": result.wall_time_s}
+
+
+def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A state dict without torch.compile's prefix, on the CPU."""
+    return {k.replace("_orig_mod.", ""): v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"teacher weights in '{source}' do not fit the model "
+                              f"({str(exc).splitlines()[0]})") from None
+
+
+# --- outputs -------------------------------------------------------------------------------------
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def assemble_metrics(ctx: RunContext, teacher: dict, student: dict, wall_time_s: float) -> dict[str, Any]:
+    cfg, data = ctx.cfg, ctx.data
+    return {
+        "dataset": data.name,
+        "imbalance_factor": data.imbalance_factor,
+        "teacher_arch": cfg.teacher.arch,
+        "student_arch": cfg.student.arch,
+        "loss": cfg.loss.name,
+        "seed": cfg.seed,
+        "train_counts": list(data.train_counts),
+        "groups": dict(zip(GROUP_NAMES, ctx.groups, strict=True)),
+        "teacher": teacher,
+        "student": student,
+        "epochs": cfg.trainer.epochs,
+        "max_steps_per_epoch": cfg.trainer.max_steps_per_epoch,
+        "wall_time_s": wall_time_s,
+        "device": _device_name(ctx.runtime),
+        "commit": _git_commit(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": cfg.to_dict(),
+    }
+
+
+def _device_name(runtime: Runtime) -> str:
+    if runtime.is_cuda:
+        return torch.cuda.get_device_name(runtime.device)
+    return "cpu"
+
+
+def finalize_outputs(ctx: RunContext, metrics: dict[str, Any]) -> None:
+    """Print the head/medium/tail/overall table and save the per-class plot."""
+    cfg = ctx.cfg
+    rows = {f"teacher {cfg.teacher.arch}": metrics["teacher"]["final"],
+            f"student {cfg.student.arch} ({cfg.loss.name})": metrics["student"]["final"]}
+    print(format_table(rows, title=f"{ctx.data.name} imbalance {ctx.data.imbalance_factor:g}: final-epoch "
+                                   "test accuracy (%)"))
+    plot_path = ctx.run_dir / "per_class_accuracy.png"
+    plot_per_class(plot_path, ctx.data.train_counts, metrics["groups"],
+                   {f"teacher ({cfg.teacher.arch})": metrics["teacher"]["final"]["per_class"],
+                    f"student ({cfg.student.arch}, {cfg.loss.name})": metrics["student"]["final"]["per_class"]},
+                   title=f"{ctx.data.name} γ={ctx.data.imbalance_factor:g}")
+    for who in ("teacher", "student"):
+        ctx.logger.per_class(who, metrics[who]["final"]["per_class"], ctx.data.train_counts,
+                             _group_of_class(metrics["groups"], ctx.data.num_classes),
+                             image=plot_path if who == "student" else None)
+    print(f"metrics: {ctx.run_dir / 'metrics.json'}\nplot: {plot_path}")
+
+
+def _group_of_class(groups: dict[str, list[int]], num_classes: int) -> list[str]:
+    names = [""] * num_classes
+    for name, members in groups.items():
+        for c in members:
+            names[c] = name
+    return names

@@ -1,0 +1,58 @@
+"""Human-readable outputs of a run: the console table and the per-class accuracy plot."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+COLUMNS = ("head", "medium", "tail", "overall")
+
+
+def format_table(rows: Mapping[str, Mapping[str, float]], title: str = "") -> str:
+    """A fixed-width table: one row per model, columns head / medium / tail / overall (percent)."""
+    width = max([len(name) for name in rows] + [8])
+    lines = [title] if title else []
+    lines.append(f"{'':<{width}}  " + "  ".join(f"{c:>7}" for c in COLUMNS))
+    for name, acc in rows.items():
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{acc[c]:7.2f}" for c in COLUMNS))
+    return "\n".join(lines)
+
+
+def plot_per_class(
+    path: Path,
+    train_counts: Sequence[int],
+    groups: Mapping[str, Sequence[int]],
+    curves: Mapping[str, Sequence[float]],
+    title: str,
+) -> None:
+    """Per-class test accuracy with classes sorted by training count; head/medium/tail shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = [c for name in ("head", "medium", "tail") for c in groups[name]]
+    fig, ax = plt.subplots(figsize=(10, 4))
+    start = 0
+    for shade, name in zip(("#f2f2f2", "#e0e0e0", "#cccccc"), ("head", "medium", "tail"), strict=True):
+        end = start + len(groups[name])
+        ax.axvspan(start - 0.5, end - 0.5, color=shade, zorder=0)
+        ax.text((start + end) / 2, 102, name, ha="center", va="bottom", fontsize=9)
+        start = end
+    x = range(len(order))
+    for label, per_class in curves.items():
+        ax.plot(x, [per_class[c] for c in order], marker=".", linewidth=1, label=label)
+    counts = ax.twinx()
+    counts.bar(x, [train_counts[c] for c in order], color="#9ecae1", alpha=0.35, zorder=0)
+    counts.set_ylabel("training images")
+    ax.set_zorder(counts.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    ax.set_xlabel("class (sorted by training count)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 110)
+    ax.set_title(title)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

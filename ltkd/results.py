@@ -1,0 +1,171 @@
+"""Tables from runs: collect every metrics.json under a folder into the paper-style table.
+
+Rows: teacher, then CE, KD, DKD, ReviewKD, LTKD for each (dataset, γ, pair); columns head, medium,
+tail, overall as mean ± std over seeds; the paper's published numbers beside ours where known.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+COLUMNS = ("head", "medium", "tail", "overall")
+METHOD_ORDER = ("teacher", "ce", "kd", "dkd", "reviewkd", "ltkd")
+PUBLISHED = Path(__file__).resolve().parent.parent / "results" / "published.csv"
+
+
+@dataclass
+class Cell:
+    """One table row: a method on one (dataset, γ, teacher, student), over seeds."""
+
+    dataset: str
+    imbalance_factor: float
+    teacher: str
+    student: str
+    method: str
+    values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    seeds: list[int] = field(default_factory=list)
+    scales: set[tuple[int, int | None]] = field(default_factory=set)
+    wall_time_s: list[float] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple:
+        return (self.dataset, self.imbalance_factor, self.teacher, self.student)
+
+    def mean(self, column: str) -> float | None:
+        vals = self.values.get(column)
+        return statistics.fmean(vals) if vals else None
+
+    def std(self, column: str) -> float | None:
+        vals = self.values.get(column)
+        return statistics.stdev(vals) if vals and len(vals) > 1 else None
+
+
+def find_metrics(root: Path) -> list[Path]:
+    return sorted(root.rglob("metrics.json"))
+
+
+def collect(paths: Iterable[Path], which: str = "final") -> list[Cell]:
+    """Group runs into cells; the teacher row counts each distinct (seed, teacher) once."""
+    cells: dict[tuple, Cell] = {}
+    teachers_seen: set[tuple] = set()
+    for path in paths:
+        m = json.loads(path.read_text())
+        base = (m["dataset"], float(m["imbalance_factor"]), m["teacher_arch"], m["student_arch"])
+        scale = (m["epochs"], m.get("max_steps_per_epoch"))
+        entries = [(m["loss"], m["student"][which], m.get("student", {}).get("wall_time_s"))]
+        teacher_id = (*base[:3], m["seed"], m["teacher"].get("source"))
+        if teacher_id not in teachers_seen:
+            teachers_seen.add(teacher_id)
+            entries.append(("teacher", m["teacher"][which], m["teacher"].get("wall_time_s")))
+        for method, acc, wall in entries:
+            cell = cells.setdefault((*base, method), Cell(*base, method))
+            for col in COLUMNS:
+                cell.values[col].append(float(acc[col]))
+            cell.seeds.append(m["seed"])
+            cell.scales.add(scale)
+            if wall:
+                cell.wall_time_s.append(float(wall))
+    order = {name: i for i, name in enumerate(METHOD_ORDER)}
+    return sorted(cells.values(), key=lambda c: (c.dataset, -c.imbalance_factor, c.teacher, c.student,
+                                                 order.get(c.method, len(order)), c.method))
+
+
+def load_published(path: Path = PUBLISHED) -> dict[tuple, dict[str, float]]:
+    rows = [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+    published = {}
+    for row in csv.DictReader(rows):
+        key = (row["dataset"], float(row["imbalance_factor"]), row["teacher"], row["student"], row["method"])
+        published[key] = {c: float(row[c]) for c in COLUMNS if row[c]}
+    return published
+
+
+def _fmt(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return ""
+    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
+
+
+def is_reduced(cells: Iterable[Cell], full_epochs: int = 240) -> bool:
+    """True when any run was cut short (smoke/demo scale): such tables are not comparable to the paper."""
+    return any(steps is not None or epochs < full_epochs for c in cells for epochs, steps in c.scales)
+
+
+def check_consistent(cells: Iterable[Cell]) -> None:
+    """Refuse to average runs of different lengths into one cell."""
+    for c in cells:
+        if len(c.scales) > 1:
+            raise ValueError(f"{c.method} on {c.key}: runs of different scale {sorted(c.scales, key=str)} "
+                             "would be averaged together; tabulate them separately")
+
+
+def to_rows(cells: list[Cell], published: dict[tuple, dict[str, float]]) -> list[dict[str, str]]:
+    rows = []
+    for c in cells:
+        paper = published.get((*c.key, c.method), {})
+        row = {"dataset": c.dataset, "imbalance_factor": f"{c.imbalance_factor:g}", "teacher": c.teacher,
+               "student": c.student, "method": c.method, "seeds": str(len(c.seeds)),
+               "epochs": ",".join(f"{e}" + (f"x{s}steps" if s else "") for e, s in sorted(c.scales, key=str))}
+        for col in COLUMNS:
+            row[col] = _fmt(c.mean(col), c.std(col))
+        for col in ("tail", "overall"):
+            row[f"paper_{col}"] = f"{paper[col]:.2f}" if col in paper else ""
+            ours = c.mean(col)
+            row[f"diff_{col}"] = f"{ours - paper[col]:+.2f}" if col in paper and ours is not None else ""
+        row["wall_time_min"] = f"{statistics.fmean(c.wall_time_s) / 60:.1f}" if c.wall_time_s else ""
+        rows.append(row)
+    return rows
+
+
+def write_table(rows: list[dict[str, str]], out_base: Path, header: str) -> None:
+    """`<out_base>.csv` and `<out_base>.md`."""
+    out_base.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(rows[0]) if rows else []
+    with open(out_base.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    md = [header, ""]
+    shown = ["imbalance_factor", "teacher", "student", "method", "seeds", "epochs", *COLUMNS,
+             "paper_tail", "diff_tail", "paper_overall", "diff_overall", "wall_time_min"]
+    md.append("| " + " | ".join(shown) + " |")
+    md.append("|" + "---|" * len(shown))
+    for row in rows:
+        md.append("| " + " | ".join(row[k] for k in shown) + " |")
+    out_base.with_suffix(".md").write_text("\n".join(md) + "\n")
+
+
+def plot_table(cells: list[Cell], path: Path, title: str) -> None:
+    """Tail and overall accuracy per method, grouped by γ; one row of panels per pair."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = sorted({(c.dataset, c.teacher, c.student) for c in cells})
+    fig, axes = plt.subplots(len(pairs), 2, figsize=(11, 3.2 * len(pairs)), squeeze=False)
+    for row, pair in enumerate(pairs):
+        mine = [c for c in cells if (c.dataset, c.teacher, c.student) == pair]
+        gammas = sorted({c.imbalance_factor for c in mine}, reverse=True)
+        methods = [m for m in METHOD_ORDER if any(c.method == m for c in mine)]
+        width = 0.8 / max(len(methods), 1)
+        for col, metric in enumerate(("tail", "overall")):
+            ax = axes[row][col]
+            for i, method in enumerate(methods):
+                heights = [next((c.mean(metric) for c in mine if c.method == method and c.imbalance_factor == g),
+                                0.0) for g in gammas]
+                ax.bar([x + i * width for x in range(len(gammas))], heights, width, label=method)
+            ax.set_xticks([x + 0.4 - width / 2 for x in range(len(gammas))], [f"γ={g:g}" for g in gammas])
+            ax.set_ylabel(f"{metric} accuracy (%)")
+            ax.set_title(f"{pair[1]} → {pair[2]}: {metric}")
+        axes[row][0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

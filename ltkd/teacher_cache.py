@@ -1,0 +1,74 @@
+"""A shared store of pretrained teachers, keyed by everything that determines them.
+
+A sweep over losses or alpha/beta reuses one teacher: the first job takes an exclusive file lock on
+the key, trains (resumably: its stage checkpoint lives beside the entry) and stores the teacher; the
+jobs that need the same teacher wait on the lock and then load it. Entries are checksummed
+checkpoint files, so a partial or corrupt one is reported, never used.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ltkd.config import RunConfig
+
+TEACHER_FORMAT = "ltkd-teacher-v1"
+
+
+def teacher_key(run: RunConfig, bf16: bool) -> dict[str, Any]:
+    """The fields that determine a pretrained teacher (not the device, the logger or the student)."""
+    ds, tr = run.dataset, run.trainer
+    return {
+        "format": TEACHER_FORMAT,
+        "dataset": ds.name,
+        "imbalance_factor": ds.imbalance_factor,
+        "data_seed": ds.seed,
+        "n_max": ds.n_max,
+        "split_file": ds.split_file,
+        "arch": run.teacher.arch,
+        "recipe": {
+            "epochs": tr.epochs, "batch_size": tr.batch_size, "lr": run.stage_lr(run.teacher.arch, run.teacher.lr),
+            "momentum": tr.momentum, "weight_decay": tr.weight_decay, "lr_milestones": list(tr.lr_milestones),
+            "lr_decay": tr.lr_decay, "max_steps_per_epoch": tr.max_steps_per_epoch, "bf16": bf16,
+        },
+        "seed": run.seed,
+    }
+
+
+def key_digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class TeacherCache:
+    """Files under `root`: `<name>.pt` (the teacher), `<name>.ckpt` (its training state), `<name>.lock`."""
+
+    def __init__(self, root: str | Path, key: dict[str, Any]) -> None:
+        self.root = Path(root)
+        self.key = key
+        ds = key["dataset"]
+        self.name = f"{ds}-g{key['imbalance_factor']:g}-{key['arch']}-seed{key['seed']}-{key_digest(key)}"
+
+    @property
+    def path(self) -> Path:
+        return self.root / f"{self.name}.pt"
+
+    @property
+    def training_checkpoint(self) -> Path:
+        return self.root / f"{self.name}.ckpt"
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive lock on this key (blocks while another process trains the same teacher)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f"{self.name}.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,248 @@
+#!/usr/bin/env python
+"""Training throughput of ltkd's path vs the usual CIFAR distillation loop, side by side, one process.
+
+Measures images/s of (a) teacher training (resnet32x4, CE) and (b) distillation (resnet32x4 -> resnet8x4,
+LTKD) at batch 64 on CIFAR-100-LT γ=100, for
+  ours:      uint8 data resident on the device, batched crop/flip there, bf16 autocast + channels_last +
+             fused SGD on CUDA, teacher under inference mode, no host sync in the step loop;
+  reference: torchvision transforms on PIL images in DataLoader workers, fp32, loss.item() every step;
+plus one test-set evaluation pass each, and projects the wall time of 240 epochs (train + eval per epoch).
+Writes results/bench/<device>.json and .md.
+
+    python scripts/bench.py                       # whatever device is present
+    python scripts/bench.py --device cpu --steps 4 --eval-images 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+
+from ltkd.config import load_config
+from ltkd.data import build_dataset, class_to_group, split_groups
+from ltkd.data.transforms import ImageSetDataset, build_transforms
+from ltkd.distillers import build_distiller
+from ltkd.engine import Stage, StopSignal
+from ltkd.evaluation import class_counts
+from ltkd.loggers import NullLogger
+from ltkd.losses import ltkd_loss
+from ltkd.models import create_model
+from ltkd.pipeline import TEACHER_CE, RunContext
+from ltkd.runtime import resolve_runtime
+from ltkd.train import CONFIG_DIR
+
+EPOCHS = 240
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+# --- ours: the real training path (RunContext + Stage) --------------------------------------------
+
+def bench_ours(ctx: RunContext, task: str, steps: int, warmup: int, eval_images: int) -> dict:
+    cfg, data = ctx.cfg, ctx.data
+    groups = class_to_group(split_groups(data.train_counts, cfg.loss.group_fractions), data.num_classes)
+    teacher = ctx.new_model(cfg.teacher.arch, "teacher")
+    if task == "teacher":
+        module, evaluated = build_distiller(TEACHER_CE, teacher, None, class_to_group=groups.to(ctx.runtime.device),
+                                            train_counts=data.train_counts, input_size=data.image_size), teacher
+    else:
+        student = ctx.new_model(cfg.student.arch, "student")
+        module = build_distiller(cfg.loss, student, teacher, class_to_group=groups.to(ctx.runtime.device),
+                                 train_counts=data.train_counts, input_size=data.image_size)
+        evaluated = student
+    ctx.prepare(module)
+    if cfg.trainer.compile:
+        module.compile()
+    stage = Stage(task, module, module.trainable_parameters(), train_loader=ctx.loader(True, "student"),
+                  evaluate=lambda: None, trainer=cfg.trainer, lr=cfg.trainer.lr, runtime=ctx.runtime,
+                  checkpoint_path=Path(tempfile.gettempdir()) / "ltkd-bench.ckpt", logger=NullLogger(),
+                  stop=StopSignal())
+    loader = stage.train_loader
+    loader.max_steps = warmup
+    timed(lambda: stage.train_epoch(1, 0, None, {}), ctx.runtime.device)
+    loader.max_steps = steps
+    seconds = timed(lambda: stage.train_epoch(2, 0, None, {}), ctx.runtime.device)
+    test = ctx.loader(False, "eval")
+    eval_s = timed(lambda: class_counts(evaluated, _limit(test, eval_images, cfg.trainer.eval_batch_size),
+                                        data.num_classes, ctx.runtime.autocast), ctx.runtime.device)
+    return {"images_per_s": steps * cfg.trainer.batch_size / seconds,
+            "eval_s": eval_s * len(data.test) / min(eval_images, len(data.test))}
+
+
+def _limit(batches, images: int, batch_size: int):
+    for i, batch in enumerate(batches):
+        if i * batch_size >= images:
+            break
+        yield batch
+
+
+# --- reference: the usual loop --------------------------------------------------------------------
+
+def bench_reference(ctx: RunContext, task: str, steps: int, warmup: int, eval_images: int, workers: int) -> dict:
+    cfg, data, device = ctx.cfg, ctx.data, ctx.runtime.device
+    torch.manual_seed(0)
+    teacher = create_model(cfg.teacher.arch, data.num_classes).to(device)
+    student = create_model(cfg.student.arch, data.num_classes).to(device) if task == "distill" else teacher
+    teacher.eval() if task == "distill" else teacher.train()
+    student.train()
+    groups = class_to_group(split_groups(data.train_counts, cfg.loss.group_fractions), data.num_classes).to(device)
+    optimizer = torch.optim.SGD(student.parameters(), lr=cfg.trainer.lr, momentum=0.9, weight_decay=5e-4)
+    train_set = ImageSetDataset(data.train, build_transforms(data.name, True, data.mean, data.std))
+    loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.trainer.batch_size, shuffle=True,
+                                         num_workers=workers, pin_memory=device.type == "cuda", drop_last=True,
+                                         persistent_workers=workers > 0)
+    loss_cfg = cfg.loss
+
+    def run_steps(n: int) -> None:
+        done = 0
+        while done < n:
+            for images, labels in loader:
+                images, labels = images.to(device), labels.to(device)
+                logits, _ = student(images)
+                loss = F.cross_entropy(logits, labels)
+                if task == "distill":
+                    with torch.no_grad():
+                        logits_t, _ = teacher(images)
+                    loss = loss + ltkd_loss(logits, logits_t, groups, loss_cfg.alpha, loss_cfg.beta,
+                                            loss_cfg.temperature)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                loss.item()
+                done += 1
+                if done == n:
+                    return
+
+    timed(lambda: run_steps(warmup), device)
+    seconds = timed(lambda: run_steps(steps), device)
+    test_set = ImageSetDataset(data.test, build_transforms(data.name, False, data.mean, data.std))
+    subset = torch.utils.data.Subset(test_set, range(min(eval_images, len(test_set))))
+    test_loader = torch.utils.data.DataLoader(subset, batch_size=100, num_workers=workers)
+    evaluated = student
+
+    def evaluate() -> None:
+        evaluated.eval()
+        with torch.no_grad():
+            for images, labels in test_loader:
+                logits, _ = evaluated(images.to(device))
+                (logits.argmax(1) == labels.to(device)).sum().item()
+        evaluated.train()
+
+    eval_s = timed(evaluate, device)
+    return {"images_per_s": steps * cfg.trainer.batch_size / seconds,
+            "eval_s": eval_s * len(test_set) / len(subset)}
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+def device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device).replace(" ", "-")
+    return f"cpu-{os.cpu_count()}cores"
+
+
+def projected_minutes(result: dict, train_images: int) -> float:
+    return EPOCHS * (train_images / result["images_per_s"] + result["eval_s"]) / 60
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 200 on GPU, 4 on CPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 30 GPU / 1 CPU)")
+    parser.add_argument("--eval-images", type=int, default=None, help="test images timed (scaled to 10,000)")
+    parser.add_argument("--workers", type=int, default=None, help="reference DataLoader workers")
+    parser.add_argument("--compile", action="store_true", help="torch.compile our path")
+    parser.add_argument("--data-root", default=os.environ.get("LTKD_DATA", "./data"))
+    parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    args = parser.parse_args()
+
+    overrides = ["loss=ltkd", "logger=none", f"trainer.device={args.device}", f"data.root={args.data_root}",
+                 "data.download=false", "dataset.imbalance_factor=100", f"trainer.compile={args.compile}"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = load_config(compose("train", overrides=overrides))
+    runtime = resolve_runtime(cfg.trainer)
+    gpu = runtime.is_cuda
+    steps = args.steps or (200 if gpu else 4)
+    warmup = args.warmup if args.warmup is not None else (30 if gpu else 1)
+    eval_images = args.eval_images or (10_000 if gpu else 500)
+    workers = args.workers if args.workers is not None else min(8, os.cpu_count() or 1)
+    ds = cfg.dataset
+    data = build_dataset(ds.name, cfg.data.root, imbalance_factor=ds.imbalance_factor, seed=ds.seed,
+                         download=False)
+    groups = split_groups(data.train_counts, ds.group_fractions)
+    ctx = RunContext(cfg, Path(tempfile.mkdtemp()), data, groups, runtime, NullLogger(), StopSignal())
+    results: dict[str, dict] = {}
+    for task in ("teacher", "distill"):
+        for path_name, fn in (("ours", lambda t=task: bench_ours(ctx, t, steps, warmup, eval_images)),
+                              ("reference", lambda t=task: bench_reference(ctx, t, steps, warmup, eval_images,
+                                                                           workers))):
+            print(f"timing {task} / {path_name} ...", flush=True)
+            r = fn()
+            r["projected_240_epochs_min"] = projected_minutes(r, len(data.train))
+            results[f"{task}/{path_name}"] = r
+    for task in ("teacher", "distill"):
+        results[f"{task}/speedup"] = {
+            "train": results[f"{task}/ours"]["images_per_s"] / results[f"{task}/reference"]["images_per_s"],
+            "epoch_incl_eval": results[f"{task}/reference"]["projected_240_epochs_min"]
+            / results[f"{task}/ours"]["projected_240_epochs_min"]}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    label = device_label(runtime.device)
+    report = {
+        "device": label, "torch": torch.__version__, "python": platform.python_version(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": commit,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "settings": {"steps": steps, "warmup": warmup, "eval_images": eval_images, "reference_workers": workers,
+                     "batch_size": cfg.trainer.batch_size, "bf16": runtime.bf16,
+                     "channels_last": runtime.channels_last, "compile": args.compile,
+                     "train_images": len(data.train), "teacher": cfg.teacher.arch, "student": cfg.student.arch},
+        "results": results,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{label}.json").write_text(json.dumps(report, indent=1) + "\n")
+    md = [f"# Throughput on {label}", "",
+          f"`{report['command']}` at commit {commit}, {report['date']}, torch {torch.__version__}; "
+          f"batch 64, {steps} timed steps after {warmup} warm-up, CIFAR-100-LT γ=100 ({len(data.train)} images); "
+          f"eval time measured on {eval_images} test images, scaled to {len(data.test)}.", "",
+          "| task | path | images/s | eval pass (s) | projected 240 epochs (min) |", "|---|---|---|---|---|"]
+    for task in ("teacher", "distill"):
+        for path_name in ("ours", "reference"):
+            r = results[f"{task}/{path_name}"]
+            md.append(f"| {task} | {path_name} | {r['images_per_s']:.0f} | {r['eval_s']:.2f} | "
+                      f"{r['projected_240_epochs_min']:.1f} |")
+    md.append("")
+    for task in ("teacher", "distill"):
+        s = results[f"{task}/speedup"]
+        md.append(f"- {task}: training {s['train']:.2f}x, whole epoch incl. eval {s['epoch_incl_eval']:.2f}x")
+    (args.out / f"{label}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0 if all(math.isfinite(r["images_per_s"]) for k, r in results.items() if "/speedup" not in k) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+#!/usr/bin/env python
+"""Collect every metrics.json under RUNS_DIR into results/<name>.md, .csv and .png.
+
+    python scripts/make_table.py multirun/table_cifar100_lt_full --name cifar100_lt
+    python scripts/make_table.py outputs/ --which best --name my_sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+from ltkd.results import (
+    check_consistent,
+    collect,
+    find_metrics,
+    is_reduced,
+    load_published,
+    plot_table,
+    to_rows,
+    write_table,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs_dir", type=Path, help="folder searched recursively for metrics.json")
+    parser.add_argument("--name", help="output name (default: the folder's name)")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder (default results/)")
+    parser.add_argument("--which", choices=("final", "best"), default="final",
+                        help="final epoch (default, as the paper reports) or best test epoch")
+    args = parser.parse_args(argv)
+    paths = find_metrics(args.runs_dir)
+    if not paths:
+        print(f"error: no metrics.json under {args.runs_dir}", file=sys.stderr)
+        return 2
+    cells = collect(paths, args.which)
+    try:
+        check_consistent(cells)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    name = args.name or args.runs_dir.resolve().name
+    reduced = is_reduced(cells)
+    header = (f"# {name}: {args.which}-epoch test accuracy (%)\n\n"
+              f"From {len(paths)} runs under `{args.runs_dir}`, tabulated {dt.date.today().isoformat()} by "
+              f"`python scripts/make_table.py {' '.join(sys.argv[1:]) if argv is None else ' '.join(argv)}`. "
+              "Each run's command, commit, device and date are in its metrics.json (`config`, `commit`, `device`, "
+              "`date`). Paper columns: the published numbers (results/published.csv); diff = ours - paper.")
+    if reduced:
+        header += ("\n\n**REDUCED SCALE (smoke/demo: fewer epochs or capped steps). These numbers check the "
+                   "pipeline; they are not comparable to the paper.**")
+    rows = to_rows(cells, load_published())
+    out_base = args.out / name
+    write_table(rows, out_base, header)
+    plot_table(cells, out_base.with_suffix(".png"), f"{name} ({args.which} epoch)" + (" [reduced]" if reduced else ""))
+    print(out_base.with_suffix(".md").read_text())
+    print(f"wrote {out_base}.md, .csv, .png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

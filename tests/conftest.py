@@ -1,0 +1,52 @@
+"""Shared fixtures: the real configs composed at toy size on tiny fake data in the real layouts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from ltkd.train import CONFIG_DIR
+from tests.fakedata import write_fake_cifar100
+
+TOY = [
+    "trainer=smoke",
+    "logger=none",
+    "data.download=false",
+    "dataset.imbalance_factor=10",
+    "dataset.n_max=12",
+    "teacher.arch=resnet8",
+    "student.arch=resnet8",
+]
+
+
+@pytest.fixture(scope="session")
+def fake_cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fake cifar-100-python (100 classes, 12 train / 3 test images per class)."""
+    root = tmp_path_factory.mktemp("data")
+    write_fake_cifar100(root, per_class_train=12, per_class_test=3)
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared_teacher_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One teacher cache for the whole session, so toy teachers are trained once."""
+    return tmp_path_factory.mktemp("teachers")
+
+
+def toy_overrides(data_root: Path, cache: Path, *overrides: str) -> list[str]:
+    return [*TOY, f"data.root={data_root}", f"paths.teacher_cache={cache}", *overrides]
+
+
+@pytest.fixture
+def compose_toy(fake_cifar_root: Path, shared_teacher_cache: Path) -> Callable[..., DictConfig]:
+    """Compose configs/train.yaml with the toy overrides plus any given ones."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return compose("train", overrides=toy_overrides(fake_cifar_root, shared_teacher_cache, *overrides))
+
+    return _compose

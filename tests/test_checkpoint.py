@@ -1,0 +1,75 @@
+"""Checkpoint files: round trip, atomic replacement, corruption and truncation detected."""
+
+import errno
+from pathlib import Path
+
+import pytest
+import torch
+
+from ltkd import checkpoint
+from ltkd.checkpoint import load_checkpoint, save_checkpoint
+from ltkd.errors import CheckpointError
+
+
+def test_round_trip_preserves_tensors_and_python_state(tmp_path: Path):
+    content = {"w": torch.arange(6.0).reshape(2, 3), "epoch": 3, "rng": (1, [2, 3]), "name": "student"}
+    save_checkpoint(tmp_path / "a.ckpt", content)
+    loaded = load_checkpoint(tmp_path / "a.ckpt")
+    assert torch.equal(loaded["w"], content["w"])
+    assert loaded["epoch"] == 3 and loaded["rng"] == (1, [2, 3]) and loaded["name"] == "student"
+
+
+def test_truncated_file_is_reported(tmp_path: Path):
+    path = tmp_path / "a.ckpt"
+    save_checkpoint(path, {"w": torch.randn(100)})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"truncated|corrupt"):
+        load_checkpoint(path)
+
+
+def test_altered_payload_fails_the_checksum(tmp_path: Path):
+    path = tmp_path / "a.ckpt"
+    save_checkpoint(path, {"w": torch.zeros(1000)})
+    envelope = torch.load(path, weights_only=True)
+    payload = bytearray(envelope["payload"])
+    payload[len(payload) // 2] ^= 0xFF
+    envelope["payload"] = bytes(payload)
+    torch.save(envelope, path)
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_checkpoint(path)
+
+
+def test_foreign_file_is_not_a_checkpoint(tmp_path: Path):
+    path = tmp_path / "model.pt"
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match="not an ltkd checkpoint"):
+        load_checkpoint(path)
+
+
+def test_missing_file(tmp_path: Path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.ckpt")
+
+
+def test_disk_full_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch):
+    path = tmp_path / "a.ckpt"
+    save_checkpoint(path, {"epoch": 1})
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint(path, {"epoch": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["a.ckpt"]  # no temporary file left behind
+
+
+def test_untrusted_load_refuses_arbitrary_objects(tmp_path: Path):
+    path = tmp_path / "a.ckpt"
+    save_checkpoint(path, {"obj": Path("x")})
+    with pytest.raises(CheckpointError, match="could not be read"):
+        load_checkpoint(path, trusted=False)
+    assert load_checkpoint(path, trusted=True)["obj"] == Path("x")

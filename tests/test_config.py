@@ -1,0 +1,101 @@
+"""Config validation: every bad value stops before any work with one line naming field, value, allowed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from ltkd.config import load_config
+from ltkd.errors import ConfigError
+from ltkd.train import CONFIG_DIR
+
+
+def test_defaults_compose_to_the_paper_recipe(tmp_path: Path):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = load_config(compose("train", overrides=[f"data.root={tmp_path}"]))
+    assert (cfg.dataset.name, cfg.dataset.imbalance_factor, cfg.dataset.seed) == ("cifar100_lt", 100, 0)
+    assert (cfg.teacher.arch, cfg.student.arch) == ("resnet32x4", "resnet8x4")
+    tr = cfg.trainer
+    assert (tr.epochs, tr.batch_size, tr.lr, tr.momentum, tr.weight_decay) == (240, 64, 0.05, 0.9, 5e-4)
+    assert tr.lr_milestones == (150, 180, 210) and tr.lr_decay == 0.1
+    assert (cfg.loss.name, cfg.loss.temperature, cfg.loss.ce_weight, cfg.loss.alpha) == ("kd", 4.0, 0.1, 0.9)
+    assert cfg.logger.name == "wandb"
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["loss=dkd"], dict(ce_weight=1.0, alpha=1.0, beta=8.0, temperature=4.0, warmup_epochs=20)),
+    (["loss=dkd", "pair=wrn_40_2_wrn_16_2"], dict(beta=6.0)),
+    (["loss=dkd", "pair=vgg13_vgg8"], dict(beta=6.0)),
+    (["loss=reviewkd"], dict(ce_weight=1.0, alpha=5.0, warmup_epochs=20)),
+    (["loss=ltkd"], dict(ce_weight=1.0, temperature=4.0, rebalance="batch", reweight=True)),
+    (["loss=ltkd", "loss.rebalance=none", "loss.reweight=false"], dict(rebalance="none", reweight=False)),
+])
+def test_loss_presets(overrides, expected, tmp_path: Path):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = load_config(compose("train", overrides=[f"data.root={tmp_path}", *overrides]))
+    for key, value in expected.items():
+        assert getattr(cfg.loss, key) == value, key
+
+
+def test_light_architectures_get_their_own_lr(tmp_path: Path):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = load_config(compose("train", overrides=[f"data.root={tmp_path}", "pair=resnet50_mobilenetv2"]))
+        imagenet = load_config(compose("train", overrides=[f"data.root={tmp_path}", "dataset=imagenet_lt",
+                                                           "pair=resnet50_mobilenetv2_imagenet"]))
+    assert cfg.stage_lr(cfg.teacher.arch, cfg.teacher.lr) == 0.05
+    assert cfg.stage_lr(cfg.student.arch, cfg.student.lr) == 0.01
+    assert cfg.stage_lr(cfg.student.arch, 0.02) == 0.02
+    tr = imagenet.trainer
+    assert (tr.epochs, tr.batch_size, tr.lr, tr.weight_decay, tr.lr_milestones) == (100, 256, 0.1, 1e-4, (30, 60, 90))
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("dataset.imbalance_factor=0.5", "dataset.imbalance_factor: 0.5; must be >= 1"),
+    ("teacher.arch=resnet9000", "teacher.arch: unknown model 'resnet9000'; available: "),
+    ("student.arch=foo", "student.arch: unknown model 'foo'"),
+    ("loss.temperature=0", "loss.temperature: 0; must be > 0"),
+    ("loss.temperature=-1", "loss.temperature: -1; must be > 0"),
+    ("trainer.batch_size=0", "trainer.batch_size: 0; must be >= 1"),
+    ("trainer.epochs=0", "trainer.epochs: 0; must be >= 1"),
+    ("trainer.lr_milestones=[150,300]", "trainer.lr_milestones: [150, 300]; each must be in [1, trainer.epochs=240]"),
+    ("dataset.group_fractions=[0.5,0.3,0.3]", "dataset.group_fractions: [0.5, 0.3, 0.3] sums to 1.1; the fractions"),
+    ("loss.group_fractions=[0.999,0.0005,0.0005]", "loss.group_fractions: [0.999, 0.0005, 0.0005] leaves a group"),
+    ("loss.group_fractions=[1.2,-0.2]", "loss.group_fractions: [1.2, -0.2] has a fraction <= 0"),
+    ("loss.rebalance=sometimes", "loss.rebalance: 'sometimes' is not allowed; allowed: batch, ema, none"),
+    ("trainer.device=tpu", "trainer.device: 'tpu'; allowed: auto, cpu, cuda, cuda:N"),
+    ("trainer.epochs=ten", "trainer.epochs: expected an integer, got 'ten'"),
+    ("loss.ema_momentum=1.5", "loss.ema_momentum: 1.5; must be in [0, 1)"),
+    ("teacher.checkpoint=/nonexistent/teacher.pt", "teacher.checkpoint: '/nonexistent/teacher.pt' is not a file"),
+])
+def test_bad_values_name_field_value_and_allowed(override: str, message: str, tmp_path: Path):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        raw = compose("train", overrides=[f"data.root={tmp_path}", override])
+    with pytest.raises(ConfigError) as info:
+        load_config(raw)
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(message)
+
+
+def test_unknown_dataset_and_loss_names_are_listed(tmp_path: Path):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        raw = compose("train", overrides=[f"data.root={tmp_path}"])
+    raw.dataset.name = "mnist_lt"
+    with pytest.raises(ConfigError, match=re.escape("dataset.name: 'mnist_lt' is not allowed; allowed: cifar100_lt, "
+                                                    "tinyimagenet_lt, imagenet_lt")):
+        load_config(raw)
+    raw.dataset.name = "cifar100_lt"
+    raw.loss.name = "fitnet"
+    allowed = "loss.name: 'fitnet' is not allowed; allowed: ce, kd, dkd, reviewkd, ltkd"
+    with pytest.raises(ConfigError, match=re.escape(allowed)):
+        load_config(raw)
+
+
+def test_unknown_key_is_named(tmp_path: Path):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        raw = compose("train", overrides=[f"data.root={tmp_path}", "+loss.temprature=3"])
+    with pytest.raises(ConfigError, match=re.escape("loss.temprature: unknown config key")):
+        load_config(raw)

@@ -1,0 +1,228 @@
+"""The distillers: loss names, gradients reach the student (and ABF) but never the frozen teacher, warm-up,
+LTKD's EMA statistics, student-only state, `build_distiller`, and ReviewKD on every CIFAR pair."""
+
+from __future__ import annotations
+
+import itertools
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import Tensor, nn
+
+from ltkd.distillers import (
+    CE,
+    DKD,
+    KD,
+    LTKD,
+    CrossEntropyTerm,
+    Distiller,
+    ReviewKD,
+    build_distiller,
+    warmup_factor,
+)
+from ltkd.errors import ConfigError
+from ltkd.losses import class_log_prior, hcl_loss, logit_adjusted_ce, teacher_group_mean
+from ltkd.models import available_models, create_model
+
+NUM_CLASSES = 6
+SIZE = 8
+GROUPS = torch.tensor([0, 0, 1, 1, 2, 2])
+COUNTS = [40, 30, 12, 8, 3, 1]
+CIFAR_PAIRS = [("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2"), ("vgg13", "vgg8"),
+               ("resnet50", "mobilenetv2"), ("wrn_40_2", "shufflev1"), ("resnet32x4", "shufflev2")]
+
+
+class TinyNet(nn.Module):
+    """A stand-in following the models' contract: (logits, {"feats", "preact_feats", "pooled_feat"})."""
+
+    def __init__(self, widths: tuple[int, ...] = (4, 8), stem: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, stem, 3, padding=1), nn.BatchNorm2d(stem))
+        chans = (stem, *widths)
+        self.stages = nn.ModuleList(nn.Sequential(nn.Conv2d(a, b, 3, stride=2, padding=1), nn.BatchNorm2d(b))
+                                    for a, b in itertools.pairwise(chans))
+        self.fc = nn.Linear(chans[-1], NUM_CLASSES)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, dict[str, Any]]:
+        x = F.relu(self.stem(x))
+        feats, preacts = [x], [x]
+        for stage in self.stages:
+            pre = stage(x)
+            x = F.relu(pre)
+            feats.append(x)
+            preacts.append(pre)
+        pooled = x.mean(dim=(2, 3))
+        return self.fc(pooled), {"feats": feats, "preact_feats": preacts, "pooled_feat": pooled}
+
+
+def _cfg(name: str, **overrides: Any) -> SimpleNamespace:
+    fields = dict(name=name, temperature=4.0, ce_weight=1.0, alpha=1.0, beta=8.0, warmup_epochs=0,
+                  rebalance="batch", ema_momentum=0.9, reweight=True, logit_adjust_tau=0.0, preact=False)
+    return SimpleNamespace(**(fields | overrides))
+
+
+def _build(name: str, student: nn.Module | None = None, teacher: nn.Module | None = None,
+           **overrides: Any) -> Distiller:
+    torch.manual_seed(0)
+    student = TinyNet() if student is None else student
+    teacher = TinyNet(widths=(6, 8, 12)) if teacher is None else teacher
+    return build_distiller(_cfg(name, **overrides), student, None if name == "ce" else teacher,
+                           class_to_group=GROUPS, train_counts=COUNTS, input_size=SIZE)
+
+
+def _batch(seed: int = 0) -> tuple[Tensor, Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(4, 3, SIZE, SIZE, generator=gen), torch.tensor([0, 2, 4, 5])
+
+
+@pytest.mark.parametrize("name", ["ce", "kd", "dkd", "reviewkd", "ltkd"])
+def test_forward_losses_and_gradients(name: str) -> None:
+    distiller = _build(name).train()
+    images, target = _batch()
+    logits, losses = distiller(images, target, 1)
+    assert logits.shape == (4, NUM_CLASSES)
+    assert set(losses) == ({"loss_ce"} if name == "ce" else {"loss_ce", "loss_kd"})
+    assert all(v.ndim == 0 and torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in distiller.student.parameters())
+    if name == "reviewkd":
+        assert all(p.grad is not None for p in distiller.abfs.parameters())
+    if distiller.teacher is not None:
+        assert all(p.grad is None and not p.requires_grad for p in distiller.teacher.parameters())
+
+
+def test_build_dispatch_and_unknown_name() -> None:
+    kinds = {"ce": CE, "kd": KD, "dkd": DKD, "reviewkd": ReviewKD, "ltkd": LTKD}
+    for name, cls in kinds.items():
+        assert type(_build(name)) is cls
+    with pytest.raises(ConfigError, match=r"loss\.name: 'fitnet'"):
+        _build("fitnet")
+    with pytest.raises(ConfigError, match=r"loss\.rebalance: 'global'"):
+        _build("ltkd", rebalance="global")
+    dict_cfg = OmegaConf.create(vars(_cfg("dkd", alpha=2.0, beta=0.5)))
+    dkd = build_distiller(dict_cfg, TinyNet(), TinyNet(), class_to_group=GROUPS, train_counts=COUNTS,
+                          input_size=SIZE)
+    assert isinstance(dkd, DKD) and (dkd.alpha, dkd.beta) == (2.0, 0.5)
+
+
+def test_teacher_frozen_and_excluded() -> None:
+    distiller = _build("reviewkd")
+    distiller.train()
+    assert distiller.training and distiller.student.training and not distiller.teacher.training
+    assert all(not m.training for m in distiller.teacher.modules())
+    trainable = {id(p) for p in distiller.trainable_parameters()}
+    assert trainable.isdisjoint(id(p) for p in distiller.teacher.parameters())
+    assert trainable == {id(p) for p in [*distiller.student.parameters(), *distiller.abfs.parameters()]}
+    teacher_state = {k: v.clone() for k, v in distiller.teacher.state_dict().items()}
+    distiller(*_batch(), 1)
+    for k, v in distiller.teacher.state_dict().items():
+        assert torch.equal(v, teacher_state[k]), k  # BN running statistics untouched
+
+
+def test_warmup() -> None:
+    assert warmup_factor(1, 20) == pytest.approx(0.05)
+    assert warmup_factor(20, 20) == warmup_factor(35, 20) == warmup_factor(1, 0) == 1.0
+    distiller = _build("dkd", warmup_epochs=4).train()
+    images, target = _batch()
+    early = distiller(images, target, 1)[1]
+    late = distiller(images, target, 10)[1]
+    torch.testing.assert_close(early["loss_kd"], late["loss_kd"] / 4)
+    torch.testing.assert_close(early["loss_ce"], late["loss_ce"])
+
+
+def test_logit_adjusted_ce_term() -> None:
+    distiller = _build("kd", ce_weight=0.1, logit_adjust_tau=1.0)
+    images, target = _batch()
+    logits, losses = distiller(images, target, 1)
+    expected = 0.1 * logit_adjusted_ce(logits, target, class_log_prior(COUNTS), 1.0)
+    torch.testing.assert_close(losses["loss_ce"], expected)
+    with pytest.raises(ValueError, match="log_prior"):
+        CrossEntropyTerm(tau=1.0)
+
+
+def test_ltkd_ema_statistics() -> None:
+    distiller = _build("ltkd", rebalance="ema", ema_momentum=0.75).train()
+    assert distiller.ema_updates == 0 and torch.all(distiller.group_mean_ema == 0)
+    first, second = _batch(1), _batch(2)
+    means = []
+    for images, target in (first, second):
+        with torch.no_grad():
+            means.append(teacher_group_mean(distiller.teacher(images)[0], GROUPS, 4.0))
+        distiller(images, target, 1)
+    assert distiller.ema_updates == 2
+    torch.testing.assert_close(distiller.group_mean_ema, 0.75 * means[0] + 0.25 * means[1])
+    state = distiller.student_state_dict()
+    assert {"group_mean_ema", "ema_updates"} <= set(state)
+    distiller.eval()
+    distiller(*first, 1)
+    assert distiller.ema_updates == 2  # not updated outside training
+    restored = _build("ltkd", rebalance="ema", ema_momentum=0.75)
+    restored.load_student_state_dict(state)
+    torch.testing.assert_close(restored.group_mean_ema, distiller.group_mean_ema)
+
+
+def test_ltkd_stats_reducer_is_applied() -> None:
+    seen: list[Tensor] = []
+
+    def reducer(stats: Tensor) -> Tensor:
+        seen.append(stats)
+        return torch.full_like(stats, 1.0 / stats.numel())
+
+    images, target = _batch()
+    reduced = _build("ltkd")
+    reduced.stats_reducer = reducer
+    _, losses = reduced(images, target, 1)
+    assert len(seen) == 1 and seen[0].shape == (3,)
+    unbalanced = _build("ltkd", rebalance="none")
+    torch.testing.assert_close(losses["loss_kd"], unbalanced(images, target, 1)[1]["loss_kd"])
+
+
+def test_student_state_excludes_teacher_and_loads_back() -> None:
+    distiller = _build("reviewkd")
+    state = distiller.student_state_dict()
+    assert state and not any(k.startswith("teacher.") for k in state)
+    assert any(k.startswith("abfs.") for k in state) and any(k.startswith("student.") for k in state)
+    fresh = _build("reviewkd", student=TinyNet())
+    with torch.no_grad():
+        for p in fresh.trainable_parameters():
+            p.add_(1.0)
+    fresh.load_student_state_dict(state)
+    for k, v in fresh.student_state_dict().items():
+        assert torch.equal(v, state[k]), k
+    with pytest.raises(RuntimeError, match="missing keys"):
+        fresh.load_student_state_dict({k: v for k, v in state.items() if not k.startswith("abfs.")})
+
+
+def test_reviewkd_pairs_levels_from_the_end_and_probe_keeps_bn_stats() -> None:
+    student, teacher = TinyNet(widths=(4, 8)), TinyNet(widths=(6, 8, 12))
+    before = student.stem[1].running_mean.clone()
+    distiller = _build("reviewkd", student=student, teacher=teacher, preact=True)
+    assert torch.equal(student.stem[1].running_mean, before)
+    # student levels: 2 stages + pooled; teacher: 3 stages + pooled -> the last 3 of each
+    assert [abf.conv1[0].in_channels for abf in distiller.abfs] == [4, 8, 8]
+    assert [abf.conv2[0].out_channels for abf in distiller.abfs] == [8, 12, 12]
+    assert [abf.att_conv is not None for abf in distiller.abfs] == [True, True, False]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("teacher_name", "student_name"), CIFAR_PAIRS)
+def test_reviewkd_cifar_pairs(teacher_name: str, student_name: str) -> None:
+    assert {teacher_name, student_name} <= set(available_models())
+    torch.manual_seed(0)
+    teacher, student = create_model(teacher_name, 100), create_model(student_name, 100)
+    distiller = ReviewKD(student, teacher, alpha=1.0, input_size=16)
+    images = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        _, features_s = student(images)
+        _, features_t = teacher(images)
+        teacher_levels = distiller.teacher_levels(features_t)
+        fused = distiller.fuse(distiller.student_levels(features_s), teacher_levels)
+        loss = hcl_loss(fused, teacher_levels)
+    assert len(fused) == min(len(features_s["feats"]), len(features_t["feats"]))
+    assert [f.shape for f in fused] == [t.shape for t in teacher_levels]
+    assert teacher_levels[-1].shape == (2, features_t["pooled_feat"].shape[1], 1, 1)
+    assert torch.isfinite(loss)

@@ -1,0 +1,80 @@
+"""make_table: aggregation over seeds, teacher de-duplication, paper columns, scale guard, outputs."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ltkd.results import collect, find_metrics, load_published, to_rows
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "make_table.py"
+
+
+def _acc(overall: float, tail: float) -> dict:
+    return {"overall": overall, "head": overall + 10, "medium": overall, "tail": tail, "per_class": []}
+
+
+def write_run(root: Path, loss: str, seed: int, overall: float, tail: float, *, gamma: float = 100,
+              epochs: int = 240, steps=None) -> None:
+    run = root / f"{loss}-s{seed}-g{gamma}"
+    run.mkdir(parents=True)
+    metrics = {
+        "dataset": "cifar100_lt", "imbalance_factor": gamma, "teacher_arch": "resnet32x4",
+        "student_arch": "resnet8x4", "loss": loss, "seed": seed, "epochs": epochs, "max_steps_per_epoch": steps,
+        "teacher": {"final": _acc(60.0 + seed, 15.0), "best": _acc(61.0, 16.0), "source": f"cache/t{seed}.pt"},
+        "student": {"final": _acc(overall, tail), "best": _acc(overall + 1, tail), "wall_time_s": 120.0},
+    }
+    (run / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_seeds_are_averaged_and_teacher_counted_once_per_seed(tmp_path: Path):
+    write_run(tmp_path, "kd", 0, 40.0, 12.0)
+    write_run(tmp_path, "kd", 1, 42.0, 14.0)
+    write_run(tmp_path, "ltkd", 0, 50.0, 26.0)
+    cells = {c.method: c for c in collect(find_metrics(tmp_path))}
+    assert [c for c in cells] == ["teacher", "kd", "ltkd"]
+    assert cells["kd"].mean("overall") == pytest.approx(41.0)
+    assert cells["kd"].std("overall") == pytest.approx(2**0.5)
+    assert cells["teacher"].values["overall"] == [60.0, 61.0]  # seed 0 seen twice, counted once
+    rows = {r["method"]: r for r in to_rows(list(cells.values()), load_published())}
+    assert rows["kd"]["overall"] == "41.00 ± 1.41"
+    assert rows["kd"]["paper_overall"] == "42.48"
+    assert rows["kd"]["diff_overall"] == "-1.48"
+    assert rows["ltkd"]["diff_tail"] == f"{26.0 - 27.21:+.2f}"
+    assert rows["teacher"]["paper_tail"] == "15.28" and rows["teacher"]["paper_overall"] == ""
+
+
+def test_best_epoch_column_can_be_chosen(tmp_path: Path):
+    write_run(tmp_path, "kd", 0, 40.0, 12.0)
+    (kd,) = [c for c in collect(find_metrics(tmp_path), which="best") if c.method == "kd"]
+    assert kd.mean("overall") == 41.0
+
+
+def test_script_writes_md_csv_png_and_flags_reduced_scale(tmp_path: Path):
+    import subprocess
+    import sys
+
+    runs = tmp_path / "runs"
+    for gamma in (100, 10):
+        for loss in ("kd", "ltkd"):
+            write_run(runs, loss, 0, 45.0, 20.0, gamma=gamma, epochs=2, steps=3)
+    out = tmp_path / "results"
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(runs), "--name", "t", "--out", str(out)],
+                          capture_output=True, text=True, check=True)
+    md = (out / "t.md").read_text()
+    assert "REDUCED SCALE" in md
+    assert md.count("| resnet8x4 | ltkd |") == 2 and md.count("| resnet8x4 | teacher |") == 2
+    assert (out / "t.csv").read_text().startswith("dataset,imbalance_factor")
+    assert (out / "t.png").stat().st_size > 1000
+    assert "wrote" in proc.stdout
+
+
+def test_mixed_scales_are_refused(tmp_path: Path):
+    import subprocess
+    import sys
+
+    write_run(tmp_path, "kd", 0, 40.0, 12.0, epochs=240)
+    write_run(tmp_path, "kd", 1, 40.0, 12.0, epochs=2, steps=3)
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "different scale" in proc.stderr
