@@ -96,6 +96,7 @@ class TrainerConfig:
     lr_decay: float
     max_steps_per_epoch: int | None = None
     eval_batch_size: int = 500
+    eval_every: int = 1
     checkpoint_every: int = 1
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -156,7 +157,8 @@ def load_config(cfg: DictConfig | dict[str, Any]) -> RunConfig:
     """Resolve, type-check and validate a composed config; raises ConfigError on the first problem."""
     if isinstance(cfg, DictConfig):
         try:
-            raw = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+            job_keys = [key for key in cfg if key != "hydra"]
+            raw = OmegaConf.to_container(OmegaConf.masked_copy(cfg, job_keys), resolve=True, throw_on_missing=True)
         except Exception as exc:  # omegaconf reports the key in its message's first line
             raise ConfigError(f"config: {str(exc).splitlines()[0]}") from None
     else:
@@ -294,6 +296,7 @@ def _validate(run: RunConfig) -> None:
              f"trainer.lr_milestones: {list(tr.lr_milestones)}; must be increasing")
     _require(tr.max_steps_per_epoch is None or tr.max_steps_per_epoch >= 1,
              f"trainer.max_steps_per_epoch: {tr.max_steps_per_epoch}; must be >= 1 or null")
+    _require(tr.eval_every >= 1, f"trainer.eval_every: {tr.eval_every}; must be >= 1")
     _require(tr.checkpoint_every >= 1, f"trainer.checkpoint_every: {tr.checkpoint_every}; must be >= 1")
     _require(tr.num_workers >= 0, f"trainer.num_workers: {tr.num_workers}; must be >= 0")
     _require(bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", tr.device)),

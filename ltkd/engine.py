@@ -177,18 +177,21 @@ class Stage:
             sums = self.train_epoch(epoch, skip, partial, tracker)
             skip, partial = 0, None
             train_stats = self._read_epoch_stats(epoch, sums)
-            accuracy = self.evaluate()
+            due = epoch % self.trainer.eval_every == 0 or epoch == epochs
+            accuracy = self.evaluate() if due else None
             tracker["wall"] += time.perf_counter() - started
-            record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], **train_stats,
-                      **{f"test/{k}": v for k, v in accuracy.summary().items()}}
+            record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], **train_stats}
             self.scheduler.step()
+            postfix = {"loss": f"{train_stats['train/loss']:.3f}"}
+            if accuracy is not None:
+                record.update({f"test/{k}": v for k, v in accuracy.summary().items()})
+                tracker["final"] = accuracy.as_dict()
+                if tracker["best"] is None or accuracy.overall > tracker["best"]["overall"]:
+                    tracker["best"], tracker["best_epoch"] = accuracy.as_dict(), epoch
+                postfix.update(acc=f"{accuracy.overall:.2f}", tail=f"{accuracy.tail:.2f}")
             tracker["history"].append(record)
-            tracker["final"] = accuracy.as_dict()
-            if tracker["best"] is None or accuracy.overall > tracker["best"]["overall"]:
-                tracker["best"], tracker["best_epoch"] = accuracy.as_dict(), epoch
             self.logger.log({f"{self.name}/{k}": v for k, v in record.items() if k != "epoch"}, step=epoch)
-            bar.set_postfix(loss=f"{train_stats['train/loss']:.3f}", acc=f"{accuracy.overall:.2f}",
-                            tail=f"{accuracy.tail:.2f}")
+            bar.set_postfix(postfix)
             if epoch % self.trainer.checkpoint_every == 0 or epoch == epochs:
                 save_checkpoint(self.checkpoint_path, self._state(epoch + 1, 0, None, tracker))
         bar.close()

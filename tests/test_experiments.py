@@ -1,0 +1,129 @@
+"""Experiments: teacher cache (reuse, concurrency, corruption), Hydra multirun + table, W&B offline output."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from ltkd import pipeline
+from ltkd.config import load_config
+from ltkd.errors import CheckpointError
+from ltkd.train import CONFIG_DIR
+from tests.conftest import toy_overrides
+from tests.test_reliability import start_cli
+from tests.test_train import ROOT, run_cli
+
+
+def teacher_final(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())["teacher"]["final"]
+
+
+def test_teacher_is_trained_once_and_reused(compose_toy, tmp_path: Path, capsys):
+    cache = tmp_path / "cache"
+    first = pipeline.run(load_config(compose_toy("loss=kd", f"paths.teacher_cache={cache}")), tmp_path / "a")
+    out_first = capsys.readouterr().out
+    second = pipeline.run(load_config(compose_toy("loss=ltkd", f"paths.teacher_cache={cache}")), tmp_path / "b")
+    out_second = capsys.readouterr().out
+    assert "loaded from cache" not in out_first and "loaded from cache" in out_second
+    assert len(list(cache.glob("*.pt"))) == 1 and not list(cache.glob("*.ckpt"))
+    assert first["teacher"]["final"] == second["teacher"]["final"]
+    assert first["teacher"]["source"] == second["teacher"]["source"]
+
+
+def test_cache_key_separates_what_determines_a_teacher(compose_toy, tmp_path: Path):
+    from ltkd.teacher_cache import TeacherCache, teacher_key
+
+    def name(*overrides: str) -> str:
+        return TeacherCache(tmp_path, teacher_key(load_config(compose_toy(*overrides)), bf16=False)).name
+
+    base = name("loss=kd")
+    assert name("loss=ltkd") == base and name("loss.alpha=3") == base and name("student.arch=resnet20") == base
+    for different in ("seed=1", "dataset.imbalance_factor=5", "dataset.seed=1", "teacher.arch=resnet20",
+                      "trainer.epochs=3", "trainer.lr=0.1"):
+        assert name(different) != base, different
+
+
+def test_concurrent_runs_train_one_shared_teacher(fake_cifar_root: Path, tmp_path: Path):
+    cache = tmp_path / "cache"
+    procs = [start_cli(toy_overrides(fake_cifar_root, cache, f"loss={loss}", f"hydra.run.dir={tmp_path / loss}"),
+                       tmp_path) for loss in ("kd", "ltkd")]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][1][-1500:] + outputs[1][1][-1500:]
+    assert sum("loaded from cache" in out for out, _ in outputs) == 1  # one trained it, the other waited
+    assert teacher_final(tmp_path / "kd") == teacher_final(tmp_path / "ltkd")
+    assert len(list(cache.glob("*.pt"))) == 1
+
+
+def test_corrupt_cache_entry_is_never_used(compose_toy, tmp_path: Path):
+    cache = tmp_path / "cache"
+    cfg = load_config(compose_toy("loss=kd", f"paths.teacher_cache={cache}"))
+    pipeline.run(cfg, tmp_path / "a")
+    (entry,) = cache.glob("*.pt")
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    entry.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=entry.name):
+        pipeline.run(load_config(compose_toy("loss=ltkd", f"paths.teacher_cache={cache}")), tmp_path / "b")
+
+
+def test_smoke_multirun_and_table(fake_cifar_root: Path, tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *toy_overrides(fake_cifar_root, tmp_path / "cache", "loss=kd,ltkd",
+                                 "dataset.imbalance_factor=5,10", f"hydra.sweep.dir={sweep}")]
+    proc = run_cli(*args, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = sorted(sweep.rglob("metrics.json"))
+    assert len(found) == 4
+    assert {(m["loss"], m["imbalance_factor"]) for m in map(lambda p: json.loads(p.read_text()), found)} == {
+        ("kd", 5), ("kd", 10), ("ltkd", 5), ("ltkd", 10)}
+    assert all(p.parent.parent.name in ("kd", "ltkd") for p in found)  # <dataset-γ>/<pair>/<loss>/<seed...>
+    table = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_table.py"), str(sweep), "--name", "toy",
+                            "--out", str(tmp_path / "results")], capture_output=True, text=True, cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    with open(tmp_path / "results" / "toy.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["imbalance_factor"], r["method"]) for r in rows] == [
+        ("10", "teacher"), ("10", "kd"), ("10", "ltkd"), ("5", "teacher"), ("5", "kd"), ("5", "ltkd")]
+    assert "REDUCED SCALE" in (tmp_path / "results" / "toy.md").read_text()
+
+
+@pytest.mark.parametrize("preset", ["table_cifar100_lt", "table_tinyimagenet_lt", "table_imagenet_lt",
+                                    "table_ablation", "demo"])
+def test_every_experiment_preset_composes_and_validates(preset: str, tmp_path: Path):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        raw = compose("train", overrides=[f"experiment={preset}", f"data.root={tmp_path}"], return_hydra_config=True)
+    cfg = load_config(raw)
+    params = dict(raw.hydra.sweeper.params or {})
+    if preset.startswith("table_") and preset != "table_ablation":
+        assert set(params) == {"dataset.imbalance_factor", "pair", "loss"}
+        assert params["loss"] == "ce,kd,dkd,reviewkd,ltkd"
+        for pair in params["pair"].split(","):
+            assert (Path(CONFIG_DIR) / "pair" / f"{pair}.yaml").exists()
+    if preset == "table_ablation":
+        assert cfg.loss.name == "ltkd" and set(params) == {"loss.rebalance", "loss.reweight"}
+    if preset == "table_imagenet_lt":
+        assert cfg.dataset.name == "imagenet_lt" and cfg.trainer.epochs == 100 and cfg.loss.preact
+
+
+def test_wandb_offline_records_config_groups_metrics_and_charts(fake_cifar_root: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    args = toy_overrides(fake_cifar_root, tmp_path / "cache", "loss=ltkd", "logger=wandb", f"hydra.run.dir={run}")
+    args.remove("logger=none")
+    proc = run_cli(*args, cwd=tmp_path, env_extra={"WANDB_MODE": "offline", "WANDB_API_KEY": ""})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = sorted((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 2  # one W&B run for the teacher stage, one for the student stage
+    teacher_log, student_log = (p.read_bytes() for p in runs)
+    for log in (teacher_log, student_log):
+        assert b"cifar100_lt-g10-resnet8-resnet8" in log  # group: dataset, γ, pair
+        assert b"ltkd" in log and b"imbalance_factor" in log  # tag and config
+    assert b"teacher" in teacher_log and b"teacher/test/tail" in teacher_log and b"teacher/lr" in teacher_log
+    for key in (b"student", b"student/test/overall", b"student/train/loss_kd", b"student/per_class_chart",
+                b"teacher/per_class", b"teacher/tail"):
+        assert key in student_log, key
