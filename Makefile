@@ -33,7 +33,7 @@ test: lint  ## ruff, then the test suite (tiny fake data; CPU; a few minutes)
 
 demo: $(STAMP)  ## CPU-sized run on real CIFAR-100-LT (γ=100): teacher, KD and LTKD students, then the table
 	$(PY) -m ltkd.train -m experiment=demo loss=kd,ltkd sweep_name=demo
-	$(PY) scripts/make_table.py multirun/demo --name demo
+	$(PY) scripts/make_table.py multirun/demo --name demo --out multirun/demo
 
 reproduce-table: $(STAMP)  ## run a paper table's sweep (TABLE=cifar100_lt|tinyimagenet_lt|imagenet_lt|ablation) and tabulate it
 	$(PY) -m ltkd.train -m experiment=table_$(TABLE) sweep_name=table_$(TABLE)_$(SCALE) $(if $(filter smoke,$(SCALE)),trainer=smoke,)
