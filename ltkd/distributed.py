@@ -7,12 +7,15 @@ W&B; every rank reads the same checkpoints, so resuming works as in one process.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from ltkd.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,14 @@ def init_from_env(device_type: str) -> DistInfo:
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
+def place_on_local_device(runtime: Runtime, info: DistInfo) -> Runtime:
+    """On GPU, each process uses the GPU of its local rank."""
+    if runtime.device.type != "cuda":
+        return runtime
+    torch.cuda.set_device(info.local_rank)
+    return dataclasses.replace(runtime, device=torch.device("cuda", info.local_rank))
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
@@ -50,6 +61,13 @@ def all_reduce_sum(tensor: Tensor, info: DistInfo) -> Tensor:
     """Sum over ranks (no autograd), in place; returns the tensor."""
     if info.enabled:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_min(tensor: Tensor, info: DistInfo) -> Tensor:
+    """Minimum over ranks, in place; returns the tensor."""
+    if info.enabled:
+        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
     return tensor
 
 

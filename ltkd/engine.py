@@ -24,11 +24,13 @@ from tqdm.auto import tqdm
 from ltkd.checkpoint import load_checkpoint, save_checkpoint
 from ltkd.config import TrainerConfig
 from ltkd.distillers import Distiller
+from ltkd.distributed import DistInfo, all_reduce_min, all_reduce_sum
 from ltkd.errors import CheckpointError, LTKDError
 from ltkd.evaluation import Accuracy
 from ltkd.runtime import Runtime, rng_state, set_rng_state
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: preempted, a checkpoint was saved, re-run the same command to resume
+SIGNAL_POLL_STEPS = 20  # under torchrun, how often the ranks agree on whether a stop signal arrived
 
 
 class Preempted(Exception):
@@ -114,9 +116,13 @@ class Stage:
         checkpoint_path: Path,
         logger: StageLogger,
         stop: StopSignal,
+        dist: DistInfo | None = None,
+        forward: nn.Module | None = None,
     ) -> None:
         self.name = name
         self.module = module
+        self.forward = forward or module  # the DistributedDataParallel wrapper under torchrun
+        self.dist = dist or DistInfo()
         self.train_loader = train_loader
         self.evaluate = evaluate
         self.trainer = trainer
@@ -161,6 +167,19 @@ class Stage:
             partial = {k: v.to(self.runtime.device) if isinstance(v, Tensor) else v for k, v in partial.items()}
         return state["next_epoch"], state["skip_steps"], partial, state["tracker"]
 
+    def _save(self, state: dict) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.checkpoint_path, state)
+
+    def _stop_requested(self, step: int) -> bool:
+        """A signal arrived (on any rank: under torchrun the ranks agree every SIGNAL_POLL_STEPS steps)."""
+        if not self.dist.enabled:
+            return self.stop.received is not None
+        if step % SIGNAL_POLL_STEPS:
+            return False
+        flag = torch.tensor([0 if self.stop.received is None else 1], device=self.runtime.device)
+        return bool(all_reduce_sum(flag, self.dist).item())
+
     # --- loop ------------------------------------------------------------------------------------
     def run(self, resume: bool) -> StageResult:
         epochs = self.trainer.epochs
@@ -171,7 +190,7 @@ class Stage:
             print(f"[{self.name}] resuming from {self.checkpoint_path} at epoch {start_epoch}"
                   + (f", step {skip}" if skip else ""))
         bar = tqdm(range(start_epoch, epochs + 1), desc=self.name, initial=start_epoch - 1, total=epochs,
-                   dynamic_ncols=True, mininterval=1.0)
+                   dynamic_ncols=True, mininterval=1.0, disable=not self.dist.is_main)
         for epoch in bar:
             started = time.perf_counter()
             sums = self.train_epoch(epoch, skip, partial, tracker)
@@ -193,7 +212,7 @@ class Stage:
             self.logger.log({f"{self.name}/{k}": v for k, v in record.items() if k != "epoch"}, step=epoch)
             bar.set_postfix(postfix)
             if epoch % self.trainer.checkpoint_every == 0 or epoch == epochs:
-                save_checkpoint(self.checkpoint_path, self._state(epoch + 1, 0, None, tracker))
+                self._save(self._state(epoch + 1, 0, None, tracker))
         bar.close()
         return StageResult(
             final=Accuracy(**tracker["final"]), best=Accuracy(**tracker["best"]),
@@ -213,11 +232,12 @@ class Stage:
             "bad_step": torch.full((), -1, device=device, dtype=torch.long),
         }
         for step, (images, labels) in enumerate(tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False,
-                                                     dynamic_ncols=True, mininterval=1.0)):
+                                                     dynamic_ncols=True, mininterval=1.0,
+                                                     disable=not self.dist.is_main)):
             if step < skip:  # resuming mid-epoch: the loader replays the same random batches
                 continue
             with self.runtime.autocast():
-                logits, losses = self.module(images, labels, epoch)
+                logits, losses = self.forward(images, labels, epoch)
             terms = torch.stack([v.float() for v in losses.values()])
             loss = terms.sum()
             self.optimizer.zero_grad(set_to_none=True)
@@ -233,15 +253,21 @@ class Stage:
             sums["steps"] += 1
             finite = torch.isfinite(loss)
             sums["bad_step"] = torch.where(finite | (sums["bad_step"] >= 0), sums["bad_step"], step)
-            if self.stop.received is not None:
-                save_checkpoint(self.checkpoint_path, self._state(epoch, step + 1, sums, tracker))
-                raise Preempted(f"[{self.name}] signal {self.stop.received}: checkpoint saved at epoch {epoch}, "
+            if self._stop_requested(step):
+                self._save(self._state(epoch, step + 1, sums, tracker))
+                raise Preempted(f"[{self.name}] stop signal: checkpoint saved at epoch {epoch}, "
                                 f"step {step + 1} in {self.checkpoint_path}; re-run the same command to resume")
         return sums
 
     def _read_epoch_stats(self, epoch: int, sums: dict) -> dict[str, float]:
-        """The one host sync of the epoch: read the accumulated statistics, stop on a non-finite loss."""
-        bad_step = int(sums["bad_step"].item())
+        """The one host sync of the epoch: read the accumulated statistics (summed over ranks), stop on a
+        non-finite loss."""
+        for key in ("loss_terms", "correct", "seen", "steps"):
+            all_reduce_sum(sums[key], self.dist)
+        no_bad = torch.iinfo(torch.long).max
+        first_bad = torch.where(sums["bad_step"] >= 0, sums["bad_step"], no_bad)
+        bad_step = int(all_reduce_min(first_bad, self.dist).item())
+        bad_step = -1 if bad_step == no_bad else bad_step
         if bad_step >= 0:
             raise NonFiniteLoss(
                 f"[{self.name}] non-finite loss at epoch {epoch}, step {bad_step}; the last good checkpoint "

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ltkd.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from ltkd.config import LossConfig, RunConfig
@@ -28,10 +29,20 @@ from ltkd.data import (
 from ltkd.data.loaders import DataLoaderAdapter, DeviceLoader
 from ltkd.data.transforms import ImageSetDataset, build_transforms
 from ltkd.distillers import Distiller, build_distiller
+from ltkd.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    convert_sync_batchnorm,
+    init_from_env,
+    mean_over_ranks,
+    place_on_local_device,
+)
 from ltkd.engine import Stage, StopSignal
-from ltkd.errors import CheckpointError
+from ltkd.errors import CheckpointError, ConfigError
 from ltkd.evaluation import Accuracy, accuracy_from_counts, class_counts
-from ltkd.loggers import RunLogger, build_logger
+from ltkd.loggers import NullLogger, RunLogger, build_logger
 from ltkd.models import create_model
 from ltkd.reporting import format_table, plot_per_class
 from ltkd.runtime import Runtime, resolve_runtime, seed_everything
@@ -51,15 +62,17 @@ class RunContext:
     runtime: Runtime
     logger: RunLogger
     stop: StopSignal
+    dist: DistInfo = dataclasses.field(default_factory=DistInfo)
 
     def loader(self, train: bool, stage: str):
         """The train or test batches of the run, device-resident where the dataset fits in memory."""
         tr, data, rt = self.cfg.trainer, self.data, self.runtime
         split = data.train if train else data.test
         seed = self.cfg.seed * 1009 + (1 if stage == "student" else 0)
-        batch_size = tr.batch_size if train else tr.eval_batch_size
-        common = dict(batch_size=batch_size, train=train, device=rt.device, seed=seed,
-                      max_steps=tr.max_steps_per_epoch if train else None, channels_last=rt.channels_last)
+        batch_size = (tr.batch_size if train else tr.eval_batch_size) // self.dist.world_size  # per rank
+        common = dict(batch_size=max(batch_size, 1), train=train, device=rt.device, seed=seed,
+                      max_steps=tr.max_steps_per_epoch if train else None, channels_last=rt.channels_last,
+                      rank=self.dist.rank, world_size=self.dist.world_size)
         kind = tr.loader if tr.loader != "auto" else ("device" if split.images is not None else "dataloader")
         if kind == "device" and split.images is not None:
             return DeviceLoader(split.images, split.labels, mean=data.mean, std=data.std,
@@ -72,6 +85,7 @@ class RunContext:
 
         def evaluate() -> Accuracy:
             correct, total = class_counts(model, test_batches, self.data.num_classes, self.runtime.autocast)
+            correct, total = all_reduce_sum(correct, self.dist), all_reduce_sum(total, self.dist)
             return accuracy_from_counts(correct, total, self.groups)
 
         return evaluate
@@ -92,11 +106,18 @@ class RunContext:
               checkpoint_path: Path, resume: bool):
         """Train `module` for one stage; returns the StageResult."""
         cfg = self.cfg
+        forward = module
+        if self.dist.enabled:
+            if cfg.trainer.sync_bn:
+                convert_sync_batchnorm(module.student, self.runtime.device.type)
+            ids = [self.runtime.device.index] if self.runtime.is_cuda else None
+            forward = DistributedDataParallel(module, device_ids=ids)
         if cfg.trainer.compile:
-            module.compile()
+            forward.compile()
         stage = Stage(name, module, module.trainable_parameters(), train_loader=self.loader(True, name),
                       evaluate=self.evaluator(evaluated), trainer=cfg.trainer, lr=cfg.stage_lr(arch, lr),
-                      runtime=self.runtime, checkpoint_path=checkpoint_path, logger=self.logger, stop=self.stop)
+                      runtime=self.runtime, checkpoint_path=checkpoint_path, logger=self.logger, stop=self.stop,
+                      dist=self.dist, forward=forward)
         return stage.run(resume=resume)
 
 
@@ -110,25 +131,36 @@ def run(cfg: RunConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
         read_teacher_file(Path(cfg.teacher.checkpoint), cfg.teacher.arch, cfg.dataset.num_classes)
     started = time.perf_counter()
     runtime = resolve_runtime(cfg.trainer)
+    dist_info = init_from_env(runtime.device.type)
+    if dist_info.enabled:
+        runtime = place_on_local_device(runtime, dist_info)
+        if cfg.trainer.batch_size % dist_info.world_size:
+            raise ConfigError(f"trainer.batch_size: {cfg.trainer.batch_size} is the global batch; it must be "
+                              f"divisible by the number of processes ({dist_info.world_size})")
     seed_everything(cfg.seed, cfg.deterministic)
     ds = cfg.dataset
     data = build_dataset(ds.name, cfg.data.root, imbalance_factor=ds.imbalance_factor, seed=ds.seed,
                          download=cfg.data.download, n_max=ds.n_max, split_file=ds.split_file,
                          test_split_file=ds.test_split_file)
     groups = split_groups(data.train_counts, ds.group_fractions)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg.to_dict()).encode())
-    ctx = RunContext(cfg, run_dir, data, groups, runtime, build_logger(cfg, run_dir), StopSignal())
+    main = dist_info.is_main
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg.to_dict()).encode())
+    logger = build_logger(cfg, run_dir) if main else NullLogger()
+    ctx = RunContext(cfg, run_dir, data, groups, runtime, logger, StopSignal(), dist_info)
     try:
         with ctx.stop.installed():
             teacher, teacher_report = obtain_teacher(ctx)
             student_report = train_student(ctx, teacher, teacher_report)
         metrics = assemble_metrics(ctx, teacher_report, student_report, time.perf_counter() - started)
         metrics["command"] = command
-        atomic_write_bytes(metrics_path, (json.dumps(metrics, indent=1) + "\n").encode())
-        finalize_outputs(ctx, metrics)
+        if main:
+            atomic_write_bytes(metrics_path, (json.dumps(metrics, indent=1) + "\n").encode())
+            finalize_outputs(ctx, metrics)
     finally:
         ctx.logger.finish()
+    barrier(dist_info)
     return metrics
 
 
@@ -156,12 +188,13 @@ def obtain_teacher(ctx: RunContext) -> tuple[nn.Module, dict[str, Any]]:
         source = str(cfg.teacher.checkpoint)
     else:
         cache = TeacherCache(cfg.paths.teacher_cache, teacher_key(cfg, ctx.runtime.bf16))
-        with cache.locked():
-            if cache.path.exists():
+        with cache.locked(enabled=ctx.dist.is_main):  # under torchrun rank 0 holds the lock for all ranks
+            if broadcast_object(cache.path.exists(), ctx.dist):
                 content = read_teacher_file(cache.path, cfg.teacher.arch, ctx.data.num_classes, cache.key)
                 print(f"[teacher] loaded from cache {cache.path}")
             else:
                 content = train_teacher(ctx, teacher, cache)
+            barrier(ctx.dist)
         source = str(cache.path)
     _load_weights(teacher, content["state_dict"], source)
     teacher.eval()
@@ -183,8 +216,9 @@ def train_teacher(ctx: RunContext, teacher: nn.Module, cache: TeacherCache) -> d
     content = {"arch": cfg.teacher.arch, "num_classes": ctx.data.num_classes, "key": cache.key,
                "state_dict": _plain_state(teacher), "final": result.final.as_dict(),
                "best": result.best.as_dict(), "best_epoch": result.best_epoch, "wall_time_s": result.wall_time_s}
-    save_checkpoint(cache.path, content)
-    cache.training_checkpoint.unlink(missing_ok=True)
+    if ctx.dist.is_main:
+        save_checkpoint(cache.path, content)
+        cache.training_checkpoint.unlink(missing_ok=True)
     ctx.logger.summary({f"teacher/{k}": v for k, v in result.final.summary().items()})
     ctx.logger.finish()
     return content
@@ -201,17 +235,19 @@ def train_student(ctx: RunContext, teacher: nn.Module, teacher_report: dict) -> 
     """Stage 2: distil the student from the frozen teacher with the configured loss."""
     cfg = ctx.cfg
     student = ctx.new_model(cfg.student.arch, "student")
+    reducer = mean_over_ranks if ctx.dist.enabled and cfg.loss.global_stats else None
     distiller: Distiller = build_distiller(cfg.loss, student, teacher if cfg.loss.name != "ce" else None,
                                            class_to_group=_loss_groups(ctx), train_counts=ctx.data.train_counts,
-                                           input_size=ctx.data.image_size)
+                                           input_size=ctx.data.image_size, stats_reducer=reducer)
     ctx.prepare(distiller)
     ctx.logger.start("student", f"{cfg.loss.name}-{cfg.student.arch}")
     ctx.logger.summary({f"teacher/{k}": v for k, v in teacher_report["final"].items() if k != "per_class"})
     result = ctx.stage("student", distiller, student, cfg.student.arch, cfg.student.lr,
                        ctx.run_dir / "checkpoints" / "student.ckpt", resume=cfg.resume)
-    save_checkpoint(ctx.run_dir / "student.pt", {"arch": cfg.student.arch, "num_classes": ctx.data.num_classes,
-                                                 "state_dict": _plain_state(student),
-                                                 "distiller": distiller.student_state_dict()})
+    if ctx.dist.is_main:
+        save_checkpoint(ctx.run_dir / "student.pt",
+                        {"arch": cfg.student.arch, "num_classes": ctx.data.num_classes,
+                         "state_dict": _plain_state(student), "distiller": distiller.student_state_dict()})
     ctx.logger.summary({f"student/{k}": v for k, v in result.final.summary().items()}
                        | {f"student_best/{k}": v for k, v in result.best.summary().items()})
     return {"final": result.final.as_dict(), "best": result.best.as_dict(), "best_epoch": result.best_epoch,

@@ -46,10 +46,15 @@ def _check_common(batch_size: int, max_steps: int | None, rank: int, world_size:
         raise ValueError(f"rank {rank} with world_size {world_size}; expected 0 <= rank < world_size")
 
 
-def _train_shard(n: int, generator: torch.Generator, rank: int, world_size: int) -> Tensor:
-    """This rank's training indices for the epoch the generator is seeded for (see the module docstring)."""
+def _train_order(n: int, generator: torch.Generator, world_size: int) -> Tensor:
+    """The epoch's permutation, truncated to a multiple of the world size (see the module docstring)."""
     perm = torch.randperm(n, generator=generator, device=generator.device)
-    return perm[: (n // world_size) * world_size][rank::world_size]
+    return perm[: (n // world_size) * world_size]
+
+
+def _train_shard(n: int, generator: torch.Generator, rank: int, world_size: int) -> Tensor:
+    """This rank's training indices for the epoch the generator is seeded for."""
+    return _train_order(n, generator, world_size)[rank::world_size]
 
 
 def _test_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -79,13 +84,13 @@ def _sample_crop_flip(n: int, pad: int, generator: torch.Generator,
     return dy, dx, flip
 
 
-def _gather_crop_flip(padded: Tensor, index: Tensor, size: tuple[int, int], pad: int,
-                      generator: torch.Generator, channels_last: bool) -> Tensor:
-    """Random (size) crops of the zero-padded images `padded[index]`, each mirrored with p = 1/2, in one
-    gather: output[i, c, y, x] = padded[index[i], c, dy[i] + y, dx[i] + (W - 1 - x if flip[i] else x)].
+def _gather_crop_flip(padded: Tensor, index: Tensor, size: tuple[int, int],
+                      params: tuple[Tensor, Tensor, Tensor], channels_last: bool) -> Tensor:
+    """(size) crops of the zero-padded images `padded[index]` at offsets (dy, dx), mirrored where `flip`, in
+    one gather: output[i, c, y, x] = padded[index[i], c, dy[i] + y, dx[i] + (W - 1 - x if flip[i] else x)].
     The result is channels_last-strided (a permuted NHWC gather) when asked, contiguous NCHW otherwise."""
     device, (h, w) = padded.device, size
-    dy, dx, flip = _sample_crop_flip(index.numel(), pad, generator, device)
+    dy, dx, flip = params
     rows = dy[:, None] + torch.arange(h, device=device)
     cols = dx[:, None] + torch.arange(w, device=device)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
@@ -104,7 +109,8 @@ def random_crop_flip(batch_uint8: Tensor, pad: int, generator: torch.Generator) 
     n, _, h, w = batch_uint8.shape
     padded = F.pad(batch_uint8, (pad, pad, pad, pad))
     index = torch.arange(n, device=batch_uint8.device)
-    return _gather_crop_flip(padded, index, (h, w), pad, generator, channels_last=False)
+    params = _sample_crop_flip(n, pad, generator, batch_uint8.device)
+    return _gather_crop_flip(padded, index, (h, w), params, channels_last=False)
 
 
 class DeviceLoader:
@@ -165,10 +171,16 @@ class DeviceLoader:
             return
         generator = torch.Generator(device=self.device)
         generator.manual_seed(_epoch_seed(self.seed, self.epoch))
-        order = _train_shard(self.num_samples, generator, self.rank, self.world_size)
+        # Every rank draws the whole global batch (its indices and their crops and flips) and keeps its
+        # strided share, so the union over ranks is exactly the single-process batch.
+        order, world = _train_order(self.num_samples, generator, self.world_size), self.world_size
+        mine = slice(self.rank, None, world)
         for i in range(steps):
-            index = order[i * size:(i + 1) * size]
-            batch = _gather_crop_flip(self.images, index, self.size, self.pad, generator, self.channels_last)
+            global_index = order[i * size * world:(i + 1) * size * world]
+            params = _sample_crop_flip(global_index.numel(), self.pad, generator, self.device)
+            index = global_index[mine]
+            batch = _gather_crop_flip(self.images, index, self.size, tuple(p[mine] for p in params),
+                                      self.channels_last)
             yield self._normalize(batch), self.labels[index]
 
 
