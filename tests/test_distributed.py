@@ -33,9 +33,9 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(fake_ci
                   cwd=tmp_path)
     assert one.returncode == 0, one.stderr[-2000:]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    overrides = toy_overrides(fake_cifar_root, tmp_path / "c2", *common, f"hydra.run.dir={tmp_path / 'two'}")
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "ltkd.train",
-                          *toy_overrides(fake_cifar_root, tmp_path / "c2", *common, f"hydra.run.dir={tmp_path / 'two'}")],
+                          "-m", "ltkd.train", *overrides],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     single, double = summary(tmp_path / "one"), summary(tmp_path / "two")
