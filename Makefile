@@ -7,6 +7,7 @@ LTKD_DATA ?= $(if $(wildcard ../shared/data/cifar-100-python),../shared/data,./d
 export LTKD_DATA
 TABLE ?= cifar100_lt
 SCALE ?= full
+SMOKE_ARGS := trainer=smoke dataset.max_test_per_class=3
 PYTEST_ARGS ?=
 
 .PHONY: help install test lint format demo reproduce-table table bench clean
@@ -36,7 +37,7 @@ demo: $(STAMP)  ## CPU-sized run on real CIFAR-100-LT (γ=100): teacher, KD and 
 	$(PY) scripts/make_table.py multirun/demo --name demo --out multirun/demo
 
 reproduce-table: $(STAMP)  ## run a paper table's sweep (TABLE=cifar100_lt|tinyimagenet_lt|imagenet_lt|ablation) and tabulate it
-	$(PY) -m ltkd.train -m experiment=table_$(TABLE) sweep_name=table_$(TABLE)_$(SCALE) $(if $(filter smoke,$(SCALE)),trainer=smoke,)
+	$(PY) -m ltkd.train -m experiment=table_$(TABLE) sweep_name=table_$(TABLE)_$(SCALE) $(if $(filter smoke,$(SCALE)),$(SMOKE_ARGS),)
 	$(PY) scripts/make_table.py multirun/table_$(TABLE)_$(SCALE) --name $(TABLE)$(if $(filter smoke,$(SCALE)),_smoke,)
 
 table: $(STAMP)  ## tabulate any folder of runs: make table RUNS=multirun/<sweep> [NAME=...]

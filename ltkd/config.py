@@ -39,6 +39,7 @@ class DatasetConfig:
     group_fractions: tuple[float, ...] = (0.33, 0.34, 0.33)
     split_file: str | None = None
     test_split_file: str | None = None
+    max_test_per_class: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -264,6 +265,8 @@ def _validate(run: RunConfig) -> None:
     ds, tr, loss = run.dataset, run.trainer, run.loss
     _require(ds.imbalance_factor >= 1, f"dataset.imbalance_factor: {ds.imbalance_factor:g}; must be >= 1")
     _require(ds.n_max is None or ds.n_max >= 1, f"dataset.n_max: {ds.n_max}; must be >= 1 or null")
+    _require(ds.max_test_per_class is None or ds.max_test_per_class >= 1,
+             f"dataset.max_test_per_class: {ds.max_test_per_class}; must be >= 1 or null")
     _require(len(ds.group_fractions) == 3,
              f"dataset.group_fractions: {list(ds.group_fractions)}; give 3 fractions (head, medium, tail)")
     check_fractions("dataset.group_fractions", ds.group_fractions, ds.num_classes)

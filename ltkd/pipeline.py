@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -142,6 +143,8 @@ def run(cfg: RunConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
     data = build_dataset(ds.name, cfg.data.root, imbalance_factor=ds.imbalance_factor, seed=ds.seed,
                          download=cfg.data.download, n_max=ds.n_max, split_file=ds.split_file,
                          test_split_file=ds.test_split_file)
+    if ds.max_test_per_class is not None:
+        data = dataclasses.replace(data, test=data.test.first_per_class(ds.max_test_per_class))
     groups = split_groups(data.train_counts, ds.group_fractions)
     main = dist_info.is_main
     if main:
@@ -270,12 +273,16 @@ def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str)
 # --- outputs -------------------------------------------------------------------------------------
 
 def _git_commit() -> str | None:
+    """HEAD's short hash, with "+dirty" when tracked files differ from it."""
+    here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=here).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, cwd=here).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
+    return (head + ("+dirty" if dirty else "")) or None
 
 
 def assemble_metrics(ctx: RunContext, teacher: dict, student: dict, wall_time_s: float) -> dict[str, Any]:
@@ -304,7 +311,7 @@ def assemble_metrics(ctx: RunContext, teacher: dict, student: dict, wall_time_s:
 def _device_name(runtime: Runtime) -> str:
     if runtime.is_cuda:
         return torch.cuda.get_device_name(runtime.device)
-    return "cpu"
+    return f"cpu ({os.cpu_count()} cores)"
 
 
 def finalize_outputs(ctx: RunContext, metrics: dict[str, Any]) -> None:

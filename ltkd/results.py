@@ -28,6 +28,7 @@ class Cell:
     teacher: str
     student: str
     method: str
+    variant: str = ""  # the settings that tell apart runs of one method (e.g. "alpha=2, beta=8")
     values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     seeds: list[int] = field(default_factory=list)
     scales: set[tuple[int, int | None]] = field(default_factory=set)
@@ -36,6 +37,10 @@ class Cell:
     @property
     def key(self) -> tuple:
         return (self.dataset, self.imbalance_factor, self.teacher, self.student)
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} ({self.variant})" if self.variant else self.method
 
     def mean(self, column: str) -> float | None:
         vals = self.values.get(column)
@@ -50,30 +55,75 @@ def find_metrics(root: Path) -> list[Path]:
     return sorted(root.rglob("metrics.json"))
 
 
+# config keys that never tell runs apart (where they ran, how they were logged) or are averaged over (seed)
+IGNORED_KEYS = ("seed", "sweep_name", "experiment", "debug", "resume", "paths.", "logger.", "data.",
+                "trainer.device", "trainer.num_workers", "trainer.compile", "trainer.loader")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
+def _variants(runs: list[dict]) -> list[str]:
+    """For runs of one method on one setting: a label of the config values in which each run differs."""
+    flats = [{k: v for k, v in _flatten(m.get("config", {})).items() if not k.startswith(IGNORED_KEYS)}
+             for m in runs]
+    keys = sorted({k for f in flats for k in f if len({repr(g.get(k)) for g in flats}) > 1})
+    return [", ".join(f"{k.split('.')[-1]}={f.get(k)}" for k in keys) for f in flats]
+
+
 def collect(paths: Iterable[Path], which: str = "final") -> list[Cell]:
-    """Group runs into cells; the teacher row counts each distinct (seed, teacher) once."""
+    """Group runs into cells (one per method and variant, seeds averaged); the teacher row counts each
+    distinct (seed, teacher) once."""
+    runs = [json.loads(path.read_text()) for path in paths]
+    by_method: dict[tuple, list[dict]] = defaultdict(list)
+    for m in runs:
+        key = (m["dataset"], float(m["imbalance_factor"]), m["teacher_arch"], m["student_arch"], m["loss"])
+        by_method[key].append(m)
     cells: dict[tuple, Cell] = {}
     teachers_seen: set[tuple] = set()
-    for path in paths:
-        m = json.loads(path.read_text())
-        base = (m["dataset"], float(m["imbalance_factor"]), m["teacher_arch"], m["student_arch"])
-        scale = (m["epochs"], m.get("max_steps_per_epoch"))
-        entries = [(m["loss"], m["student"][which], m.get("student", {}).get("wall_time_s"))]
-        teacher_id = (*base[:3], m["seed"], m["teacher"].get("source"))
-        if teacher_id not in teachers_seen:
-            teachers_seen.add(teacher_id)
-            entries.append(("teacher", m["teacher"][which], m["teacher"].get("wall_time_s")))
-        for method, acc, wall in entries:
-            cell = cells.setdefault((*base, method), Cell(*base, method))
-            for col in COLUMNS:
-                cell.values[col].append(float(acc[col]))
-            cell.seeds.append(m["seed"])
-            cell.scales.add(scale)
-            if wall:
-                cell.wall_time_s.append(float(wall))
+    for (*base, loss), group in by_method.items():
+        for m, variant in zip(group, _variants(group), strict=True):
+            scale = (m["epochs"], m.get("max_steps_per_epoch"))
+            entries = [(loss, variant, m["student"][which], m["student"].get("wall_time_s"))]
+            teacher_id = (*base[:3], m["seed"], m["teacher"].get("source"))
+            if teacher_id not in teachers_seen:
+                teachers_seen.add(teacher_id)
+                entries.append(("teacher", "", m["teacher"][which], m["teacher"].get("wall_time_s")))
+            for method, label, acc, wall in entries:
+                cell = cells.setdefault((*base, method, label), Cell(*base, method, label))
+                for col in COLUMNS:
+                    cell.values[col].append(float(acc[col]))
+                cell.seeds.append(m["seed"])
+                cell.scales.add(scale)
+                if wall:
+                    cell.wall_time_s.append(float(wall))
     order = {name: i for i, name in enumerate(METHOD_ORDER)}
     return sorted(cells.values(), key=lambda c: (c.dataset, -c.imbalance_factor, c.teacher, c.student,
-                                                 order.get(c.method, len(order)), c.method))
+                                                 order.get(c.method, len(order)), c.method, c.variant))
+
+
+def provenance(paths: Iterable[Path]) -> str:
+    """Where the runs came from: commits, devices, dates and the commands that made them."""
+    runs = [json.loads(p.read_text()) for p in paths]
+
+    def distinct(key: str) -> str:
+        return ", ".join(sorted({str(m.get(key)) for m in runs if m.get(key)})) or "unknown"
+
+    dates = sorted(m["date"][:10] for m in runs if m.get("date"))
+    commands = sorted({m["command"] for m in runs if m.get("command")})
+    lines = [f"Runs: commit {distinct('commit')}; device {distinct('device')}; "
+             f"dates {dates[0] + ' to ' + dates[-1] if dates else 'unknown'}."]
+    if commands:
+        lines.append("Commands (one per job; sweeps list each job's overrides):")
+        lines.extend(f"- `{c}`" for c in commands)
+    return "\n".join(lines)
 
 
 def load_published(path: Path = PUBLISHED) -> dict[tuple, dict[str, float]]:
@@ -100,16 +150,16 @@ def check_consistent(cells: Iterable[Cell]) -> None:
     """Refuse to average runs of different lengths into one cell."""
     for c in cells:
         if len(c.scales) > 1:
-            raise ValueError(f"{c.method} on {c.key}: runs of different scale {sorted(c.scales, key=str)} "
+            raise ValueError(f"{c.label} on {c.key}: runs of different scale {sorted(c.scales, key=str)} "
                              "would be averaged together; tabulate them separately")
 
 
 def to_rows(cells: list[Cell], published: dict[tuple, dict[str, float]]) -> list[dict[str, str]]:
     rows = []
     for c in cells:
-        paper = published.get((*c.key, c.method), {})
+        paper = {} if c.variant else published.get((*c.key, c.method), {})
         row = {"dataset": c.dataset, "imbalance_factor": f"{c.imbalance_factor:g}", "teacher": c.teacher,
-               "student": c.student, "method": c.method, "seeds": str(len(c.seeds)),
+               "student": c.student, "method": c.label, "seeds": str(len(c.seeds)),
                "epochs": ",".join(f"{e}" + (f"x{s}steps" if s else "") for e, s in sorted(c.scales, key=str))}
         for col in COLUMNS:
             row[col] = _fmt(c.mean(col), c.std(col))
@@ -152,12 +202,12 @@ def plot_table(cells: list[Cell], path: Path, title: str) -> None:
     for row, pair in enumerate(pairs):
         mine = [c for c in cells if (c.dataset, c.teacher, c.student) == pair]
         gammas = sorted({c.imbalance_factor for c in mine}, reverse=True)
-        methods = [m for m in METHOD_ORDER if any(c.method == m for c in mine)]
+        methods = list(dict.fromkeys(c.label for c in mine))
         width = 0.8 / max(len(methods), 1)
         for col, metric in enumerate(("tail", "overall")):
             ax = axes[row][col]
             for i, method in enumerate(methods):
-                heights = [next((c.mean(metric) for c in mine if c.method == method and c.imbalance_factor == g),
+                heights = [next((c.mean(metric) for c in mine if c.label == method and c.imbalance_factor == g),
                                 0.0) for g in gammas]
                 ax.bar([x + i * width for x in range(len(gammas))], heights, width, label=method)
             ax.set_xticks([x + 0.4 - width / 2 for x in range(len(gammas))], [f"γ={g:g}" for g in gammas])

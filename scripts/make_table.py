@@ -19,6 +19,7 @@ from ltkd.results import (
     is_reduced,
     load_published,
     plot_table,
+    provenance,
     to_rows,
     write_table,
 )
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
               f"`python scripts/make_table.py {' '.join(sys.argv[1:]) if argv is None else ' '.join(argv)}`. "
               "Each run's command, commit, device and date are in its metrics.json (`config`, `commit`, `device`, "
               "`date`). Paper columns: the published numbers (results/published.csv); diff = ours - paper.")
+    header += "\n\n" + provenance(paths)
     if reduced:
         header += ("\n\n**REDUCED SCALE (smoke/demo: fewer epochs or capped steps). These numbers check the "
                    "pipeline; they are not comparable to the paper.**")

@@ -60,6 +60,13 @@ def test_concurrent_runs_train_one_shared_teacher(fake_cifar_root: Path, tmp_pat
     assert len(list(cache.glob("*.pt"))) == 1
 
 
+def test_smaller_balanced_test_set_for_smoke_runs(compose_toy, tmp_path: Path):
+    metrics = pipeline.run(load_config(compose_toy("loss=ce", "dataset.max_test_per_class=1")), tmp_path / "run")
+    per_class = metrics["student"]["final"]["per_class"]
+    assert len(per_class) == 100 and set(per_class) <= {0.0, 100.0}  # one test image per class
+    assert metrics["student"]["final"]["overall"] == pytest.approx(sum(per_class) / 100)
+
+
 def test_corrupt_cache_entry_is_never_used(compose_toy, tmp_path: Path):
     cache = tmp_path / "cache"
     cfg = load_config(compose_toy("loss=kd", f"paths.teacher_cache={cache}"))

@@ -15,14 +15,15 @@ def _acc(overall: float, tail: float) -> dict:
 
 
 def write_run(root: Path, loss: str, seed: int, overall: float, tail: float, *, gamma: float = 100,
-              epochs: int = 240, steps=None) -> None:
-    run = root / f"{loss}-s{seed}-g{gamma}"
+              epochs: int = 240, steps=None, config: dict | None = None) -> None:
+    run = root / f"{loss}-s{seed}-g{gamma}-{len(list(root.glob('*'))) if root.exists() else 0}"
     run.mkdir(parents=True)
     metrics = {
         "dataset": "cifar100_lt", "imbalance_factor": gamma, "teacher_arch": "resnet32x4",
         "student_arch": "resnet8x4", "loss": loss, "seed": seed, "epochs": epochs, "max_steps_per_epoch": steps,
         "teacher": {"final": _acc(60.0 + seed, 15.0), "best": _acc(61.0, 16.0), "source": f"cache/t{seed}.pt"},
         "student": {"final": _acc(overall, tail), "best": _acc(overall + 1, tail), "wall_time_s": 120.0},
+        "config": config or {"seed": seed, "loss": {"name": loss, "alpha": 1.0}},
     }
     (run / "metrics.json").write_text(json.dumps(metrics))
 
@@ -42,6 +43,17 @@ def test_seeds_are_averaged_and_teacher_counted_once_per_seed(tmp_path: Path):
     assert rows["kd"]["diff_overall"] == "-1.48"
     assert rows["ltkd"]["diff_tail"] == f"{26.0 - 27.21:+.2f}"
     assert rows["teacher"]["paper_tail"] == "15.28" and rows["teacher"]["paper_overall"] == ""
+
+
+def test_runs_that_differ_in_settings_get_their_own_rows(tmp_path: Path):
+    for seed in (0, 1):
+        for alpha in (1.0, 2.0):
+            write_run(tmp_path, "ltkd", seed, 40.0 + alpha + seed, 20.0,
+                      config={"seed": seed, "paths": {"output_root": f"o{seed}"}, "loss": {"alpha": alpha, "beta": 8}})
+    rows = {r["method"]: r for r in to_rows(collect(find_metrics(tmp_path)), load_published())}
+    assert set(rows) == {"teacher", "ltkd (alpha=1.0)", "ltkd (alpha=2.0)"}  # seed and paths do not split rows
+    assert rows["ltkd (alpha=2.0)"]["seeds"] == "2" and rows["ltkd (alpha=2.0)"]["overall"].startswith("42.50")
+    assert rows["ltkd (alpha=1.0)"]["paper_overall"] == ""  # a variant is not the paper's setting
 
 
 def test_best_epoch_column_can_be_chosen(tmp_path: Path):

@@ -34,6 +34,19 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def first_per_class(self, k: int) -> ImageSet:
+        """The first `k` images of every class, in order (a smaller balanced test set for smoke runs)."""
+        seen: dict[int, int] = {}
+        keep = []
+        for i, label in enumerate(self.labels.tolist()):
+            if seen.get(label, 0) < k:
+                seen[label] = seen.get(label, 0) + 1
+                keep.append(i)
+        index = torch.tensor(keep, dtype=torch.long)
+        return ImageSet(labels=self.labels[index],
+                        images=None if self.images is None else self.images[index],
+                        paths=None if self.paths is None else [self.paths[i] for i in keep])
+
 
 @dataclass
 class LongTailedData:
