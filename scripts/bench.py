@@ -88,17 +88,20 @@ def bench_ours(ctx: RunContext, task: str, steps: int, warmup: int, eval_images:
     loader.max_steps = steps
     seconds = timed(lambda: stage.train_epoch(2, 0, None, {}), ctx.runtime.device)
     test = ctx.loader(False, "eval")
-    eval_s = timed(lambda: class_counts(evaluated, _limit(test, eval_images, cfg.trainer.eval_batch_size),
+    eval_s = timed(lambda: class_counts(evaluated, _limit(test, eval_images),
                                         data.num_classes, ctx.runtime.autocast), ctx.runtime.device)
     return {"images_per_s": steps * cfg.trainer.batch_size / seconds,
             "eval_s": eval_s * len(data.test) / min(eval_images, len(data.test))}
 
 
-def _limit(batches, images: int, batch_size: int):
-    for i, batch in enumerate(batches):
-        if i * batch_size >= images:
+def _limit(batches, images: int):
+    """The first `images` test images, as batches."""
+    left = images
+    for inputs, labels in batches:
+        if left <= 0:
             break
-        yield batch
+        yield inputs[:left], labels[:left]
+        left -= len(labels)
 
 
 # --- reference: the usual loop --------------------------------------------------------------------
