@@ -65,11 +65,15 @@ class RunContext:
     stop: StopSignal
     dist: DistInfo = dataclasses.field(default_factory=DistInfo)
 
+    def stage_seed(self, stage: str) -> int:
+        """Each stage's own seed (weights and data order), so a stage never depends on what ran before."""
+        return self.cfg.seed * 1009 + (1 if stage == "student" else 0)
+
     def loader(self, train: bool, stage: str):
         """The train or test batches of the run, device-resident where the dataset fits in memory."""
         tr, data, rt = self.cfg.trainer, self.data, self.runtime
         split = data.train if train else data.test
-        seed = self.cfg.seed * 1009 + (1 if stage == "student" else 0)
+        seed = self.stage_seed(stage)
         batch_size = (tr.batch_size if train else tr.eval_batch_size) // self.dist.world_size  # per rank
         common = dict(batch_size=max(batch_size, 1), train=train, device=rt.device, seed=seed,
                       max_steps=tr.max_steps_per_epoch if train else None, channels_last=rt.channels_last,
@@ -93,7 +97,7 @@ class RunContext:
 
     def new_model(self, arch: str, stage: str) -> nn.Module:
         """A freshly initialised model, seeded per stage so it never depends on what ran before."""
-        torch.manual_seed(self.cfg.seed * 1009 + (1 if stage == "student" else 0))
+        torch.manual_seed(self.stage_seed(stage))
         model = create_model(arch, self.data.num_classes)
         return self.prepare(model)
 

@@ -100,18 +100,23 @@ def test_smoke_multirun_and_table(fake_cifar_root: Path, tmp_path: Path):
     assert "REDUCED SCALE" in (tmp_path / "results" / "toy.md").read_text()
 
 
-@pytest.mark.parametrize("preset", ["table_cifar100_lt", "table_tinyimagenet_lt", "table_imagenet_lt",
-                                    "table_ablation", "demo"])
+PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
 def test_every_experiment_preset_composes_and_validates(preset: str, tmp_path: Path):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         raw = compose("train", overrides=[f"experiment={preset}", f"data.root={tmp_path}"], return_hydra_config=True)
     cfg = load_config(raw)
     params = dict(raw.hydra.sweeper.params or {})
-    if preset.startswith("table_") and preset != "table_ablation":
+    if preset in ("table_cifar100_lt", "table_tinyimagenet_lt", "table_imagenet_lt"):
         assert set(params) == {"dataset.imbalance_factor", "pair", "loss"}
         assert params["loss"] == "ce,kd,dkd,reviewkd,ltkd"
         for pair in params["pair"].split(","):
             assert (Path(CONFIG_DIR) / "pair" / f"{pair}.yaml").exists()
+    if preset == "table_cifar100_lt_g100_resnet32x4_resnet8x4":
+        assert (cfg.dataset.imbalance_factor, cfg.teacher.arch, cfg.student.arch) == (100, "resnet32x4", "resnet8x4")
+        assert params["loss"].split(",")[:2] == ["ltkd", "kd"] and cfg.trainer.epochs == 240
     if preset == "table_ablation":
         assert cfg.loss.name == "ltkd" and set(params) == {"loss.rebalance", "loss.reweight"}
     if preset == "table_imagenet_lt":
