@@ -132,8 +132,9 @@ def run(cfg: RunConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
     if cfg.resume and metrics_path.exists():
         print(f"run complete: {metrics_path} exists (resume=false retrains)")
         return json.loads(metrics_path.read_text())
+    given_teacher = None  # read (and checked) before any work
     if cfg.teacher.checkpoint is not None:
-        read_teacher_file(Path(cfg.teacher.checkpoint), cfg.teacher.arch, cfg.dataset.num_classes)
+        given_teacher = read_teacher_file(Path(cfg.teacher.checkpoint), cfg.teacher.arch, cfg.dataset.num_classes)
     started = time.perf_counter()
     runtime = resolve_runtime(cfg.trainer)
     dist_info = init_from_env(runtime.device.type)
@@ -158,7 +159,7 @@ def run(cfg: RunConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
     ctx = RunContext(cfg, run_dir, data, groups, runtime, logger, StopSignal(), dist_info)
     try:
         with ctx.stop.installed():
-            teacher, teacher_report = obtain_teacher(ctx)
+            teacher, teacher_report = obtain_teacher(ctx, given_teacher)
             student_report = train_student(ctx, teacher, teacher_report)
         metrics = assemble_metrics(ctx, teacher_report, student_report, time.perf_counter() - started)
         metrics["command"] = command
@@ -186,13 +187,14 @@ def read_teacher_file(path: Path, arch: str, num_classes: int, key: dict | None 
     return content
 
 
-def obtain_teacher(ctx: RunContext) -> tuple[nn.Module, dict[str, Any]]:
-    """The teacher from teacher.checkpoint, else from the cache, else trained now and cached."""
+def obtain_teacher(ctx: RunContext, given: dict[str, Any] | None) -> tuple[nn.Module, dict[str, Any]]:
+    """The teacher from teacher.checkpoint (`given`, already read), else from the cache, else trained now
+    and cached. A loaded teacher is evaluated on this run's test set; a trained one reports its last epoch."""
     cfg = ctx.cfg
     teacher = ctx.new_model(cfg.teacher.arch, "teacher")
-    if cfg.teacher.checkpoint is not None:
-        content = read_teacher_file(Path(cfg.teacher.checkpoint), cfg.teacher.arch, ctx.data.num_classes)
-        source = str(cfg.teacher.checkpoint)
+    trained = False
+    if given is not None:
+        content, source = given, str(cfg.teacher.checkpoint)
     else:
         cache = TeacherCache(cfg.paths.teacher_cache, teacher_key(cfg, ctx.runtime.bf16))
         with cache.locked(enabled=ctx.dist.is_main):  # under torchrun rank 0 holds the lock for all ranks
@@ -200,14 +202,15 @@ def obtain_teacher(ctx: RunContext) -> tuple[nn.Module, dict[str, Any]]:
                 content = read_teacher_file(cache.path, cfg.teacher.arch, ctx.data.num_classes, cache.key)
                 print(f"[teacher] loaded from cache {cache.path}")
             else:
-                content = train_teacher(ctx, teacher, cache)
+                content, trained = train_teacher(ctx, teacher, cache), True
             barrier(ctx.dist)
         source = str(cache.path)
-    _load_weights(teacher, content["state_dict"], source)
+    if not trained:
+        _load_weights(teacher, content["state_dict"], source)
     teacher.eval()
-    final = ctx.evaluator(teacher)()
-    best = content.get("best") or final.as_dict()
-    report = {"final": final.as_dict(), "best": best, "best_epoch": content.get("best_epoch"),
+    final = content["final"] if trained else ctx.evaluator(teacher)().as_dict()
+    best = content.get("best") or final
+    report = {"final": final, "best": best, "best_epoch": content.get("best_epoch"),
               "source": source, "wall_time_s": content.get("wall_time_s", 0.0)}
     return teacher, report
 
