@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ltkd.errors import CheckpointError
+from ltkd.errors import CheckpointError, OutputError
 
 FORMAT = "ltkd-checkpoint-v1"
 
@@ -35,22 +35,36 @@ def save_checkpoint(path: str | Path, content: dict[str, Any]) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write bytes via temp file + fsync + rename; on any error the old file stays and the temp goes."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write bytes via temp file + fsync + rename, with the mode the umask gives a new file; on any error
+    the old file stays, the temp goes, and OutputError names the file."""
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError.from_os_error(exc, path) from exc
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would keep a shared cache from other users
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError.from_os_error(exc, path) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load_checkpoint(path: str | Path, *, trusted: bool = True) -> dict[str, Any]:
@@ -62,15 +76,19 @@ def load_checkpoint(path: str | Path, *, trusted: bool = True) -> dict[str, Any]
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     try:
-        envelope = torch.load(path, map_location="cpu", weights_only=True)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint '{path}' cannot be read: {exc.strerror or exc}") from None
+    try:
+        envelope = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(
             f"checkpoint '{path}' is truncated or not an ltkd checkpoint ({_first_line(exc)})"
         ) from None
     if not isinstance(envelope, dict) or envelope.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint '{path}' is not an ltkd checkpoint (format {FORMAT} expected)")
-    payload = envelope["payload"]
-    if hashlib.sha256(payload).hexdigest() != envelope["sha256"]:
+    payload, digest = envelope.get("payload"), envelope.get("sha256")
+    if not isinstance(payload, bytes) or not isinstance(digest, str) or hashlib.sha256(payload).hexdigest() != digest:
         raise CheckpointError(f"checkpoint '{path}' is corrupt: its checksum does not match its content")
     try:
         return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=not trusted)

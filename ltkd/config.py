@@ -7,6 +7,7 @@ range; each problem raises `ConfigError` with one line naming the field, the val
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import types
@@ -179,9 +180,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
-        raise ConfigError(
-            f"{prefix}{unknown[0]}: unknown config key; allowed keys here: {', '.join(sorted(names))}"
-        )
+        raise ConfigError(unknown_key_message(f"{prefix}{unknown[0]}"))
     values = {}
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
@@ -225,9 +224,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
             return value
@@ -258,11 +257,49 @@ def check_fractions(key: str, fractions: tuple[float, ...], num_classes: int) ->
     )
 
 
+def unknown_key_message(full_key: str) -> str:
+    """`<key>: unknown config key; allowed keys here: ...` for a dotted key the RunConfig does not have."""
+    cls: Any = RunConfig
+    parents = full_key.split(".")[:-1]
+    for part in parents:
+        fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        if part not in fields:
+            return f"{full_key}: unknown config key"
+        cls = typing.get_type_hints(cls)[part]
+    names = sorted(f.name for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else []
+    return f"{full_key}: unknown config key" + (f"; allowed keys here: {', '.join(names)}" if names else "")
+
+
+MAX_SEED = 2**32 - 1  # numpy's limit; torch takes the stage seeds derived from it (seed * 1009 + 1)
+NOT_IDENTITY = ("data", "logger", "paths", "debug", "resume", "sweep_name", "experiment", "trainer.device",
+                "trainer.compile", "trainer.num_workers", "trainer.eval_batch_size", "trainer.checkpoint_every")
+
+
+def run_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a config (`RunConfig.to_dict()` or its stored copy) that change a run's results,
+    flattened to dotted keys: everything but where files are, how progress is logged, and the speed knobs
+    (NOT_IDENTITY). A run directory belongs to one identity."""
+    flat = _flatten(json.loads(json.dumps(config)))
+    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_IDENTITY)}
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _validate(run: RunConfig) -> None:
     from ltkd.models import available_models
 
     models = available_models()
     ds, tr, loss = run.dataset, run.trainer, run.loss
+    for key, seed in (("seed", run.seed), ("dataset.seed", ds.seed)):
+        _require(0 <= seed <= MAX_SEED, f"{key}: {seed}; must be in [0, {MAX_SEED}]")
     _require(ds.imbalance_factor >= 1, f"dataset.imbalance_factor: {ds.imbalance_factor:g}; must be >= 1")
     _require(ds.n_max is None or ds.n_max >= 1, f"dataset.n_max: {ds.n_max}; must be >= 1 or null")
     _require(ds.max_test_per_class is None or ds.max_test_per_class >= 1,

@@ -25,16 +25,19 @@ from ltkd.checkpoint import load_checkpoint, save_checkpoint
 from ltkd.config import TrainerConfig
 from ltkd.distillers import Distiller
 from ltkd.distributed import DistInfo, all_reduce_min, all_reduce_sum
-from ltkd.errors import CheckpointError, LTKDError
+from ltkd.errors import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE, CheckpointError, LTKDError
 from ltkd.evaluation import Accuracy
 from ltkd.runtime import Runtime, rng_state, set_rng_state
 
-PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: preempted, a checkpoint was saved, re-run the same command to resume
 SIGNAL_POLL_STEPS = 20  # under torchrun, how often the ranks agree on whether a stop signal arrived
 
 
 class Preempted(Exception):
-    """SIGTERM or SIGUSR1 arrived; the stage saved a checkpoint and stopped."""
+    """SIGTERM, SIGUSR1 or SIGINT arrived; the stage saved a checkpoint (if it had begun) and stopped."""
+
+    def __init__(self, message: str, exit_code: int = PREEMPTED_EXIT_CODE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class NonFiniteLoss(LTKDError):
@@ -61,14 +64,15 @@ class StageResult:
 
 
 class StopSignal:
-    """Records SIGTERM / SIGUSR1 (how Slurm announces preemption) so the loop can stop cleanly."""
+    """Records SIGTERM / SIGUSR1 (how Slurm announces preemption) and SIGINT (Ctrl-C) so the loop can stop
+    cleanly."""
 
     def __init__(self) -> None:
         self.received: int | None = None
 
     @contextmanager
     def installed(self) -> Iterator[StopSignal]:
-        wanted = [signal.SIGTERM, getattr(signal, "SIGUSR1", None)]
+        wanted = [signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)]
         previous = {}
         try:
             for sig in filter(None, wanted):
@@ -83,6 +87,15 @@ class StopSignal:
 
     def _handle(self, signum: int, _frame: Any) -> None:
         self.received = signum
+
+    @property
+    def exit_code(self) -> int:
+        return INTERRUPTED_EXIT_CODE if self.received == signal.SIGINT else PREEMPTED_EXIT_CODE
+
+    def check(self, where: str) -> None:
+        """Outside the step loop (start-up, waiting for a teacher): raise Preempted if a signal arrived."""
+        if self.received is not None:
+            raise Preempted(f"stop signal {where}; re-run the same command to resume", self.exit_code)
 
 
 def build_optimizer(params: list[nn.Parameter], lr: float, trainer: TrainerConfig, runtime: Runtime):
@@ -256,7 +269,8 @@ class Stage:
             if self._stop_requested(step):
                 self._save(self._state(epoch, step + 1, sums, tracker))
                 raise Preempted(f"[{self.name}] stop signal: checkpoint saved at epoch {epoch}, "
-                                f"step {step + 1} in {self.checkpoint_path}; re-run the same command to resume")
+                                f"step {step + 1} in {self.checkpoint_path}; re-run the same command to resume",
+                                self.stop.exit_code)
         return sums
 
     def _read_epoch_stats(self, epoch: int, sums: dict) -> dict[str, float]:

@@ -1,8 +1,18 @@
-"""User-facing errors: the entry point prints them as one line and exits with status 2."""
+"""User-facing errors and the exit statuses of `python -m ltkd.train` (one place for each)."""
+
+from __future__ import annotations
+
+USER_ERROR_EXIT_CODE = 2  # a bad config value, dataset, checkpoint or run directory
+OUTPUT_ERROR_EXIT_CODE = 74  # EX_IOERR: an output could not be written (full disk, read-only directory)
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: SIGTERM/SIGUSR1, a checkpoint was saved; re-run the same command to resume
+INTERRUPTED_EXIT_CODE = 130  # Ctrl-C (SIGINT), a checkpoint was saved as for a preemption
+SWEEP_FAILED_EXIT_CODE = 1  # a sweep finished, but some of its jobs failed (its summary lists them)
 
 
 class LTKDError(Exception):
     """An error caused by the user's input (config, data, checkpoint), reported as one line."""
+
+    exit_code = USER_ERROR_EXIT_CODE
 
 
 class ConfigError(LTKDError):
@@ -15,3 +25,15 @@ class DataError(LTKDError):
 
 class CheckpointError(LTKDError):
     """A checkpoint is missing, truncated, corrupt or does not match the run."""
+
+
+class OutputError(LTKDError):
+    """A file could not be written (no space left, read-only directory); what was written before is intact."""
+
+    exit_code = OUTPUT_ERROR_EXIT_CODE
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, path: object = None) -> OutputError:
+        """One line from an OSError: what failed and where (`path` when the error does not name it)."""
+        where = exc.filename if exc.filename is not None else path
+        return cls(f"cannot write '{where}': {exc.strerror or exc}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ltkd.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from ltkd.config import LossConfig, RunConfig
+from ltkd.config import LossConfig, RunConfig, run_identity
 from ltkd.data import (
     CROP_PADDING,
     GROUP_NAMES,
@@ -41,7 +42,7 @@ from ltkd.distributed import (
     place_on_local_device,
 )
 from ltkd.engine import Stage, StopSignal
-from ltkd.errors import CheckpointError, ConfigError
+from ltkd.errors import CheckpointError, ConfigError, LTKDError
 from ltkd.evaluation import Accuracy, accuracy_from_counts, class_counts
 from ltkd.loggers import NullLogger, RunLogger, build_logger
 from ltkd.models import create_model
@@ -126,12 +127,21 @@ class RunContext:
         return stage.run(resume=resume)
 
 
-def run(cfg: RunConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
-    """Run (or resume, or report) one teacher -> student experiment; returns the metrics dict."""
+def run(cfg: RunConfig, run_dir: Path, command: str = "", stop: StopSignal | None = None) -> dict[str, Any]:
+    """Run (or resume, or report) one teacher -> student experiment; returns the metrics dict.
+
+    With `resume`, a run directory holding another config's run is refused, and a finished run is reported
+    as complete only when all its outputs are whole (otherwise they are made again from its checkpoints)."""
+    stop = stop or StopSignal()
     metrics_path = run_dir / "metrics.json"
-    if cfg.resume and metrics_path.exists():
-        print(f"run complete: {metrics_path} exists (resume=false retrains)")
-        return json.loads(metrics_path.read_text())
+    if cfg.resume:
+        check_same_identity(cfg, run_dir)
+        problem = outputs_problem(run_dir)
+        if problem is None:
+            print(f"run complete: {metrics_path} exists (resume=false retrains)")
+            return json.loads(metrics_path.read_text())
+        if metrics_path.exists():
+            print(f"run outputs incomplete ({problem}); finishing the run from its checkpoints")
     given_teacher = None  # read (and checked) before any work
     if cfg.teacher.checkpoint is not None:
         given_teacher = read_teacher_file(Path(cfg.teacher.checkpoint), cfg.teacher.arch, cfg.dataset.num_classes)
@@ -150,13 +160,17 @@ def run(cfg: RunConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
                          test_split_file=ds.test_split_file)
     if ds.max_test_per_class is not None:
         data = dataclasses.replace(data, test=data.test.first_per_class(ds.max_test_per_class))
+    if cfg.trainer.batch_size > len(data.train):
+        raise ConfigError(f"trainer.batch_size: {cfg.trainer.batch_size} exceeds the {len(data.train)} training "
+                          f"images of {data.name} (γ={data.imbalance_factor:g}); must be <= {len(data.train)}")
     groups = split_groups(data.train_counts, ds.group_fractions)
+    stop.check("during start-up")
     main = dist_info.is_main
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg.to_dict()).encode())
     logger = build_logger(cfg, run_dir) if main else NullLogger()
-    ctx = RunContext(cfg, run_dir, data, groups, runtime, logger, StopSignal(), dist_info)
+    ctx = RunContext(cfg, run_dir, data, groups, runtime, logger, stop, dist_info)
     try:
         with ctx.stop.installed():
             teacher, teacher_report = obtain_teacher(ctx, given_teacher)
@@ -164,12 +178,57 @@ def run(cfg: RunConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
         metrics = assemble_metrics(ctx, teacher_report, student_report, time.perf_counter() - started)
         metrics["command"] = command
         if main:
-            atomic_write_bytes(metrics_path, (json.dumps(metrics, indent=1) + "\n").encode())
             finalize_outputs(ctx, metrics)
+            atomic_write_bytes(metrics_path, (json.dumps(metrics, indent=1) + "\n").encode())  # last: marks done
     finally:
         ctx.logger.finish()
     barrier(dist_info)
     return metrics
+
+
+def check_same_identity(cfg: RunConfig, run_dir: Path) -> None:
+    """Refuse to resume or report a run directory whose stored config differs from `cfg` in a field that
+    changes results (`config.run_identity`); names the differing fields, stored vs now."""
+    stored_path = run_dir / "config.yaml"
+    if not stored_path.exists():
+        return
+    try:
+        stored = OmegaConf.to_container(OmegaConf.load(stored_path))
+    except Exception as exc:
+        raise ConfigError(f"{stored_path} is unreadable ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
+                          "resume=false starts this run directory over") from None
+    before, now = run_identity(stored), run_identity(cfg.to_dict())
+    diffs = [f"{k} (stored {before.get(k, 'absent')}, now {now.get(k, 'absent')})"
+             for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+    if diffs:
+        shown = ", ".join(diffs[:4]) + (f" and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+        raise ConfigError(f"{run_dir} holds a run of another config: {shown}; give another directory "
+                          "(hydra.run.dir=...) or resume=false to start this one over")
+
+
+OUTPUTS = ("metrics.json", "per_class_accuracy.png", "student.pt")
+PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+
+
+def outputs_problem(run_dir: Path) -> str | None:
+    """Why the run's outputs are not all present and whole (None when they are)."""
+    for name in OUTPUTS:
+        path = run_dir / name
+        if not path.is_file():
+            return f"{name} missing"
+        data = path.read_bytes()
+        if name.endswith(".png") and not (data.startswith(PNG_START) and data.endswith(PNG_END)):
+            return f"{name} is not a whole PNG"
+        if name.endswith(".json"):
+            try:
+                json.loads(data)
+            except ValueError as exc:
+                return f"{name} is unreadable: {exc}"
+    try:
+        load_checkpoint(run_dir / "student.pt", trusted=False)
+    except LTKDError as exc:
+        return str(exc)
+    return None
 
 
 # --- stage 1: the teacher ------------------------------------------------------------------------
@@ -197,13 +256,17 @@ def obtain_teacher(ctx: RunContext, given: dict[str, Any] | None) -> tuple[nn.Mo
         content, source = given, str(cfg.teacher.checkpoint)
     else:
         cache = TeacherCache(cfg.paths.teacher_cache, teacher_key(cfg, ctx.runtime.bf16))
-        with cache.locked(enabled=ctx.dist.is_main):  # under torchrun rank 0 holds the lock for all ranks
-            if broadcast_object(cache.path.exists(), ctx.dist):
-                content = read_teacher_file(cache.path, cfg.teacher.arch, ctx.data.num_classes, cache.key)
-                print(f"[teacher] loaded from cache {cache.path}")
-            else:
-                content, trained = train_teacher(ctx, teacher, cache), True
-            barrier(ctx.dist)
+        if broadcast_object(cache.path.exists(), ctx.dist):  # stored whole (atomic rename): no lock needed
+            content = read_cached_teacher(ctx, cache)
+        else:
+            wait = functools.partial(ctx.stop.check, "while waiting for another job's teacher")
+            # under torchrun rank 0 holds the lock for all ranks
+            with cache.locked(enabled=ctx.dist.is_main, while_waiting=wait):
+                if broadcast_object(cache.path.exists(), ctx.dist):
+                    content = read_cached_teacher(ctx, cache)
+                else:
+                    content, trained = train_teacher(ctx, teacher, cache), True
+                barrier(ctx.dist)
         source = str(cache.path)
     if not trained:
         _load_weights(teacher, content["state_dict"], source)
@@ -213,6 +276,12 @@ def obtain_teacher(ctx: RunContext, given: dict[str, Any] | None) -> tuple[nn.Mo
     report = {"final": final, "best": best, "best_epoch": content.get("best_epoch"),
               "source": source, "wall_time_s": content.get("wall_time_s", 0.0)}
     return teacher, report
+
+
+def read_cached_teacher(ctx: RunContext, cache: TeacherCache) -> dict[str, Any]:
+    content = read_teacher_file(cache.path, ctx.cfg.teacher.arch, ctx.data.num_classes, cache.key)
+    print(f"[teacher] loaded from cache {cache.path}")
+    return content
 
 
 def train_teacher(ctx: RunContext, teacher: nn.Module, cache: TeacherCache) -> dict[str, Any]:

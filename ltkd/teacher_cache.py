@@ -3,7 +3,8 @@
 A sweep over losses or alpha/beta reuses one teacher: the first job takes an exclusive file lock on
 the key, trains (resumably: its stage checkpoint lives beside the entry) and stores the teacher; the
 jobs that need the same teacher wait on the lock and then load it. Entries are checksummed
-checkpoint files, so a partial or corrupt one is reported, never used.
+checkpoint files, written atomically, so a partial or corrupt one is reported, never used, and a finished
+entry is read without the lock (a read-only cache works).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 from ltkd.config import RunConfig
 
 TEACHER_FORMAT = "ltkd-teacher-v1"
+LOCK_POLL_S = 0.5
 
 
 def teacher_key(run: RunConfig, bf16: bool) -> dict[str, Any]:
@@ -63,14 +66,21 @@ class TeacherCache:
         return self.root / f"{self.name}.ckpt"
 
     @contextmanager
-    def locked(self, enabled: bool = True) -> Iterator[None]:
-        """Exclusive lock on this key (blocks while another process trains the same teacher)."""
+    def locked(self, enabled: bool = True, while_waiting: Callable[[], None] = lambda: None) -> Iterator[None]:
+        """Exclusive lock on this key: waits while another process trains the same teacher, calling
+        `while_waiting` every LOCK_POLL_S seconds (it raises to give up, e.g. on a stop signal)."""
         if not enabled:
             yield
             return
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / f"{self.name}.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    while_waiting()
+                    time.sleep(LOCK_POLL_S)
             try:
                 yield
             finally:

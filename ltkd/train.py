@@ -1,63 +1,141 @@
 """The entry point: `python -m ltkd.train [overrides]` (add `-m` for a Hydra multirun sweep).
 
-Composes configs/train.yaml, validates it (one line and exit status 2 on a bad value), then runs the
-teacher and student stages in the run directory Hydra chose.
+Composes configs/train.yaml, validates it, then runs the teacher and student stages in the run directory
+Hydra chose. Every failure ends as one line on stderr and a documented exit status (ltkd/errors.py); in a
+sweep a failed job is recorded and the sweep goes on (ltkd/sweep.py prints the summary).
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+
+from ltkd.errors import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE
+
+
+def _stop_during_start_up(signum: int, _frame: object) -> None:
+    raise SystemExit(INTERRUPTED_EXIT_CODE if signum == signal.SIGINT else PREEMPTED_EXIT_CODE)
+
+
+if __name__ == "__main__":  # before the slow imports: a signal during start-up exits with the stop status
+    signal.signal(signal.SIGTERM, _stop_during_start_up)
+    signal.signal(signal.SIGINT, _stop_during_start_up)
+
+import hashlib
+import os
+import traceback
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException, MissingConfigException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from ltkd.config import load_config
-from ltkd.engine import PREEMPTED_EXIT_CODE, Preempted
-from ltkd.errors import LTKDError
+from ltkd.config import load_config, unknown_key_message
+from ltkd.errors import USER_ERROR_EXIT_CODE, LTKDError, OutputError
+from ltkd.sweep import record_outcome
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
-USER_ERROR_EXIT_CODE = 2
+MAX_OVERRIDES_IN_NAME = 120  # longer override lists are cut and suffixed with their hash (file names <= 255)
 
 
 def run_dir_name(dataset: str, imbalance: Any, teacher: str, student: str, loss: str, seed: Any,
                  overrides: str) -> str:
-    """`<dataset>-g<γ>/<teacher>-<student>/<loss>/seed<seed>[,<other overrides>]`: stable per config."""
-    name = f"{dataset}-g{float(imbalance):g}/{teacher}-{student}/{loss}/seed{seed}"
+    """`<dataset>-g<γ>/<teacher>-<student>/<loss>/seed<seed>[,<other overrides>]`: stable per config.
+    Never fails, so that a bad value is reported by the validation, not while naming the directory."""
+    try:
+        gamma = f"{float(imbalance):g}"
+    except (TypeError, ValueError):
+        gamma = str(imbalance)
+    name = f"{dataset}-g{gamma}/{teacher}-{student}/{loss}/seed{seed}"
     if overrides:
-        name += "," + overrides.replace("/", "_")
+        overrides = overrides.replace("/", "_")
+        if len(overrides) > MAX_OVERRIDES_IN_NAME:
+            digest = hashlib.sha256(overrides.encode()).hexdigest()[:12]
+            overrides = f"{overrides[:MAX_OVERRIDES_IN_NAME - 14]}~{digest}"
+        name += "," + overrides
     return name
 
 
 OmegaConf.register_new_resolver("run_dir", run_dir_name, replace=True)
 
 
-def main(cfg: DictConfig) -> dict[str, Any] | None:
-    """Validate and run one job; user errors become one line on stderr and exit status 2."""
+def execute(cfg: DictConfig, run_dir: Path, command: str) -> tuple[int, str]:
+    """Validate and run one job; returns (exit status, the one-line reason when it is not 0)."""
     from ltkd import pipeline
+    from ltkd.engine import Preempted, StopSignal
 
-    debug = bool(cfg.get("debug", False))
+    stop = StopSignal()
     try:
-        run_cfg = load_config(cfg)
-        hydra_cfg = HydraConfig.get()
-        command = " ".join(["python -m ltkd.train", *hydra_cfg.overrides.task])
-        return pipeline.run(run_cfg, Path(hydra_cfg.runtime.output_dir), command)
-    except LTKDError as exc:
-        if debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(USER_ERROR_EXIT_CODE)
+        with stop.installed():
+            pipeline.run(load_config(cfg), run_dir, command, stop)
+        return 0, ""
     except Preempted as exc:
-        print(str(exc), file=sys.stderr)
-        sys.exit(PREEMPTED_EXIT_CODE)
+        return exc.exit_code, str(exc)
+    except (LTKDError, OSError) as exc:
+        if cfg.get("debug", False):
+            raise
+        error = exc if isinstance(exc, LTKDError) else OutputError.from_os_error(exc)
+        return error.exit_code, f"error: {error}"
+
+
+def main(cfg: DictConfig) -> int:
+    """One job. A single run exits with the job's status; a sweep's job records its outcome and returns, so
+    the sweep goes on (a stop signal still ends the whole sweep)."""
+    hydra_cfg = HydraConfig.get()
+    command = " ".join(["python -m ltkd.train", *hydra_cfg.overrides.task])
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        status, message = execute(cfg, run_dir, command)
+        if status:
+            print(message, file=sys.stderr)
+            sys.exit(status)
+        return 0
+    try:
+        status, message = execute(cfg, run_dir, command)
+    except Exception as exc:  # a bug, or debug=true: this job failed, the others still run
+        traceback.print_exc()
+        status, message = 1, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    if status:
+        print(message, file=sys.stderr)
+    record_outcome(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, list(hydra_cfg.overrides.task), run_dir,
+                   status, message)
+    if status in (PREEMPTED_EXIT_CODE, INTERRUPTED_EXIT_CODE):
+        sys.exit(status)
+    return status
+
+
+def hydra_error_line(exc: Exception) -> str:
+    """One line for an error Hydra raises while composing the config (unknown option or key, bad syntax)."""
+    if isinstance(exc, MissingConfigException) and exc.options and exc.missing_cfg_file:
+        group, _, option = exc.missing_cfg_file.rpartition("/")
+        return f"{group}: unknown option '{option}'; available: {', '.join(exc.options)}"
+    full_key = getattr(exc.__cause__, "full_key", None)
+    if full_key and "not in struct" in str(exc.__cause__):
+        return unknown_key_message(full_key)
+    lines = [str(e).strip().splitlines()[0] for e in (exc, exc.__cause__) if e is not None and str(e).strip()]
+    return " (".join(lines) + ")" * (len(lines) - 1)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def hydra_main(cfg: DictConfig) -> None:
-    main(cfg)
+def hydra_main(cfg: DictConfig) -> int:
+    return main(cfg)
+
+
+def cli() -> None:
+    """`python -m ltkd.train`: Hydra's own errors (composition) become one line and exit status 2 too."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let them reach us instead of Hydra's multi-line report
+    try:
+        hydra_main()
+    except (HydraException, OmegaConfBaseException) as exc:
+        if "debug=true" in sys.argv:
+            raise
+        print(f"error: {hydra_error_line(exc)}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT_CODE)
 
 
 if __name__ == "__main__":
-    hydra_main()
+    cli()
