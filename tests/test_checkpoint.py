@@ -1,6 +1,7 @@
 """Checkpoint files: round trip, atomic replacement, corruption and truncation detected."""
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 
 from ltkd import checkpoint
 from ltkd.checkpoint import load_checkpoint, save_checkpoint
-from ltkd.errors import CheckpointError
+from ltkd.errors import CheckpointError, OutputError
 
 
 def test_round_trip_preserves_tensors_and_python_state(tmp_path: Path):
@@ -60,7 +61,7 @@ def test_disk_full_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint.os, "fsync", full_disk)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OutputError, match=r"cannot write '.*a\.ckpt': No space left on device"):
         save_checkpoint(path, {"epoch": 2})
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1
@@ -73,3 +74,36 @@ def test_untrusted_load_refuses_arbitrary_objects(tmp_path: Path):
     with pytest.raises(CheckpointError, match="could not be read"):
         load_checkpoint(path, trusted=False)
     assert load_checkpoint(path, trusted=True)["obj"] == Path("x")
+
+
+def test_flipped_bit_in_the_header_is_reported_as_corrupt(tmp_path: Path):
+    path = tmp_path / "a.ckpt"
+    save_checkpoint(path, {"w": torch.zeros(10)})
+    data = bytearray(path.read_bytes())
+    data[data.index(b"sha256") + 5] ^= 0x01  # the envelope's key becomes "sha257"
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_written_files_get_the_mode_the_umask_gives(umask: int, tmp_path: Path):
+    previous = os.umask(umask)
+    try:
+        save_checkpoint(tmp_path / "a.ckpt", {"epoch": 1})
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.ckpt").stat().st_mode & 0o777 == 0o666 & ~umask  # readable by the group sharing a cache
+
+
+def test_unreadable_file_is_reported_as_unreadable_not_truncated(tmp_path: Path, monkeypatch):
+    path = tmp_path / "a.ckpt"
+    save_checkpoint(path, {"epoch": 1})
+
+    def denied(self: Path) -> bytes:
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)  # as another user without read access would see it
+    with pytest.raises(CheckpointError, match="cannot be read: Permission denied") as info:
+        load_checkpoint(path)
+    assert "truncated" not in str(info.value)

@@ -69,6 +69,12 @@ def test_light_architectures_get_their_own_lr(tmp_path: Path):
     ("trainer.epochs=ten", "trainer.epochs: expected an integer, got 'ten'"),
     ("loss.ema_momentum=1.5", "loss.ema_momentum: 1.5; must be in [0, 1)"),
     ("teacher.checkpoint=/nonexistent/teacher.pt", "teacher.checkpoint: '/nonexistent/teacher.pt' is not a file"),
+    ("dataset.seed=-1", "dataset.seed: -1; must be in [0, 4294967295]"),
+    ("seed=12345678901234567890123", "seed: 12345678901234567890123; must be in [0, 4294967295]"),
+    *[(f"{key}=inf", f"{key}: expected a finite number, got inf")
+      for key in ("loss.temperature", "loss.alpha", "loss.beta", "loss.ce_weight", "loss.logit_adjust_tau",
+                  "trainer.lr", "trainer.weight_decay", "trainer.momentum", "teacher.lr")],
+    ("loss.alpha=nan", "loss.alpha: expected a finite number, got nan"),
 ])
 def test_bad_values_name_field_value_and_allowed(override: str, message: str, tmp_path: Path):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):

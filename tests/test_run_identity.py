@@ -1,0 +1,101 @@
+"""A run directory belongs to one config: "run complete" and resume refuse another config's directory; a
+finished run's outputs are all present and whole, and are made again when they are not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ltkd import pipeline, reporting
+from ltkd.config import load_config
+from ltkd.errors import ConfigError, OutputError
+from tests.conftest import toy_overrides
+from tests.test_train import run_cli
+
+CHANGES = {  # first run's overrides, second run's overrides, a field that differs
+    "preset": (["experiment=demo"], [], "loss.warmup_epochs (stored 1, now 0)"),
+    "pair": (["pair=resnet32_resnet8"], ["pair=resnet56_resnet20"], "pair.name (stored resnet32_resnet8, now "
+                                                                     "resnet56_resnet20)"),
+    "override": (["trainer.eval_every=2"], [], "trainer.eval_every (stored 2, now 1)"),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_another_configs_run_directory_is_refused_when_complete_and_on_resume(change: str, compose_toy,
+                                                                              tmp_path: Path):
+    first, second, differing = CHANGES[change]
+    run_dir = tmp_path / "run"
+    pipeline.run(load_config(compose_toy("loss=kd", *first)), run_dir)
+    other = load_config(compose_toy("loss=kd", *second))
+    with pytest.raises(ConfigError, match="holds a run of another config") as complete:
+        pipeline.run(other, run_dir)
+    (run_dir / "metrics.json").unlink()  # unfinished: the student's checkpoint is there to resume from
+    with pytest.raises(ConfigError, match="holds a run of another config") as resumed:
+        pipeline.run(other, run_dir)
+    for info in (complete, resumed):
+        assert differing in str(info.value) and "\n" not in str(info.value)
+    assert pipeline.run(load_config(compose_toy("loss=kd", *second, "resume=false")), run_dir)["config"]["pair"]
+
+
+def test_logging_paths_and_speed_knobs_are_not_part_of_the_identity(compose_toy, tmp_path: Path, capsys):
+    run_dir = tmp_path / "run"
+    metrics = pipeline.run(load_config(compose_toy("loss=kd")), run_dir)
+    same = compose_toy("loss=kd", "debug=true", "trainer.device=cpu", "trainer.checkpoint_every=2",
+                       "trainer.eval_batch_size=7", "trainer.num_workers=0", f"paths.output_root={tmp_path}")
+    assert pipeline.run(load_config(same), run_dir) == json.loads(json.dumps(metrics))
+    assert "run complete" in capsys.readouterr().out
+
+
+def test_the_issues_two_commands_get_two_directories_and_a_shared_one_is_refused(fake_cifar_root: Path,
+                                                                                   tmp_path: Path):
+    common = toy_overrides(fake_cifar_root, tmp_path / "cache", "loss=kd")
+    demo = run_cli(*common, "experiment=demo", cwd=tmp_path)
+    assert demo.returncode == 0, demo.stderr[-2000:]
+    (demo_dir,) = (tmp_path / "outputs").glob("*/*/kd/*experiment=demo*")
+    plain = run_cli(*common, "pair=resnet32_resnet8", cwd=tmp_path)
+    assert plain.returncode == 0 and "run complete" not in plain.stdout  # its own directory, trained
+    shared = run_cli(*common, "pair=resnet32_resnet8", f"hydra.run.dir='{demo_dir}'", cwd=tmp_path)
+    lines = [line for line in shared.stderr.splitlines() if line.strip()]
+    assert shared.returncode == 2 and len(lines) == 1, shared.stderr[-2000:]
+    assert "holds a run of another config: loss.warmup_epochs (stored 1, now 0)" in lines[0]
+
+
+def test_a_failed_plot_is_made_again_by_the_next_run(compose_toy, tmp_path: Path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    cfg = load_config(compose_toy("loss=kd"))
+
+    def full_disk(path: Path, data: bytes) -> None:
+        path.write_bytes(b"")  # what a failed savefig used to leave
+        raise OutputError(f"cannot write '{path}': No space left on device")
+
+    monkeypatch.setattr(reporting, "atomic_write_bytes", full_disk)
+    with pytest.raises(OutputError):
+        pipeline.run(cfg, run_dir)
+    monkeypatch.undo()
+    first = pipeline.run(cfg, run_dir)
+    assert "run complete" not in capsys.readouterr().out
+    assert pipeline.outputs_problem(run_dir) is None
+    assert (run_dir / "per_class_accuracy.png").read_bytes().startswith(b"\x89PNG")
+    assert first["student"]["final"] == json.loads((run_dir / "metrics.json").read_text())["student"]["final"]
+
+
+@pytest.mark.parametrize(("damage", "problem"), [
+    ("per_class_accuracy.png", "per_class_accuracy.png is not a whole PNG"),
+    ("metrics.json", "metrics.json is unreadable"),
+    ("student.pt", "student.pt' is truncated"),
+])
+def test_a_damaged_output_of_a_finished_run_is_repaired_with_the_same_results(damage: str, problem: str,
+                                                                             compose_toy, tmp_path: Path, capsys):
+    run_dir = tmp_path / "run"
+    cfg = load_config(compose_toy("loss=kd"))
+    before = pipeline.run(cfg, run_dir)
+    path = run_dir / damage
+    path.write_bytes(path.read_bytes()[:40])
+    capsys.readouterr()
+    after = pipeline.run(cfg, run_dir)
+    assert problem in capsys.readouterr().out
+    assert pipeline.outputs_problem(run_dir) is None
+    for who in ("teacher", "student"):
+        assert after[who]["final"] == before[who]["final"]
