@@ -1,0 +1,155 @@
+"""Every failure is one line and a documented exit status; a sweep survives a bad job; signals at start-up,
+while waiting for a teacher and Ctrl-C stop promptly; a read-only teacher cache is usable."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from ltkd import checkpoint, pipeline
+from ltkd.config import load_config
+from ltkd.errors import INTERRUPTED_EXIT_CODE, OUTPUT_ERROR_EXIT_CODE, PREEMPTED_EXIT_CODE, ConfigError
+from ltkd.teacher_cache import TeacherCache, teacher_key
+from ltkd.train import execute
+from tests.conftest import toy_overrides
+from tests.test_reliability import KILL_POINTS, LONGER, start_cli, wait_for
+from tests.test_train import run_cli
+
+
+def one_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("pair=foo", "error: pair: unknown option 'foo'; available: resnet32_resnet8, "),
+    ("loss=foo", "error: loss: unknown option 'foo'; available: base, ce, dkd, "),
+    ("dataset=foo", "error: dataset: unknown option 'foo'; available: cifar100_lt, imagenet_lt, tinyimagenet_lt"),
+    ("loss.alpah=2", "error: loss.alpah: unknown config key; allowed keys here: alpha, beta, "),
+    ("trainer.epoch=3", "error: trainer.epoch: unknown config key; allowed keys here: batch_size, "),
+    ("dataset.imbalance_factor=abc", "error: dataset.imbalance_factor: expected a finite number, got 'abc'"),
+])
+def test_unknown_options_keys_and_bad_values_are_one_line_and_status_2(override: str, message: str,
+                                                                       fake_cifar_root: Path, tmp_path: Path):
+    proc = run_cli(*toy_overrides(fake_cifar_root, tmp_path / "cache"), override, cwd=tmp_path)  # no hydra.run.dir
+    assert proc.returncode == 2
+    assert one_line(proc.stderr).startswith(message)
+
+
+def test_a_long_override_list_still_names_a_valid_directory(fake_cifar_root: Path, tmp_path: Path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    import ltkd.train
+
+    fractions = "loss.group_fractions=[" + ",".join(["0.01"] * 100) + "]"
+    with initialize_config_dir(config_dir=ltkd.train.CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=toy_overrides(fake_cifar_root, tmp_path, fractions), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    run_dir = tmp_path / cfg.hydra.run.dir
+    run_dir.mkdir(parents=True)  # "File name too long" before
+    assert "loss.group_fractions=[0.01,0.01" in run_dir.name and len(run_dir.name) <= 255
+
+
+def fail_writing(monkeypatch, target: str, error: int, text: str) -> None:
+    """Make the atomic write of files named `target` fail as a full disk or a read-only directory would."""
+    real = checkpoint.os.fsync
+
+    def fsync(fd: int) -> None:
+        if target in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(error, text)
+        real(fd)
+
+    monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+
+
+@pytest.mark.parametrize(("target", "error", "text"), [
+    ("config.yaml", errno.EROFS, "Read-only file system"),  # the first file a run writes
+    ("student.ckpt", errno.ENOSPC, "No space left on device"),
+    ("metrics.json", errno.ENOSPC, "No space left on device"),
+])
+def test_a_full_disk_or_read_only_directory_is_one_line_and_status_74(target: str, error: int, text: str,
+                                                                      compose_toy, tmp_path: Path, monkeypatch):
+    fail_writing(monkeypatch, target, error, text)
+    status, message = execute(compose_toy("loss=kd"), tmp_path / "run", "")
+    assert status == OUTPUT_ERROR_EXIT_CODE == 74
+    assert message.startswith("error: cannot write '") and f"{target}': {text}" in message and "\n" not in message
+    assert not list((tmp_path / "run").rglob("*.tmp"))  # no partial file left
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_batch_larger_than_the_training_set_is_refused(compose_toy, tmp_path: Path):
+    cfg = load_config(compose_toy("loss=kd", "trainer.batch_size=100000"))
+    with pytest.raises(ConfigError, match=r"trainer.batch_size: 100000 exceeds the \d+ training images"):
+        pipeline.run(cfg, tmp_path / "run")
+
+
+def test_a_sweep_goes_on_past_a_failed_job_and_reports_it(fake_cifar_root: Path, tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    args = toy_overrides(fake_cifar_root, tmp_path / "cache", "loss=ltkd", "loss.alpha=inf,1",
+                         f"hydra.sweep.dir={sweep}")
+    proc = run_cli("-m", *args, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    (finished,) = sweep.rglob("metrics.json")  # job 1 ran
+    assert json.loads(finished.read_text())["config"]["loss"]["alpha"] == 1
+    assert "sweep: 2 jobs, 1 succeeded, 1 failed" in proc.stderr
+    assert "job 0 [" in proc.stderr and "loss.alpha=inf] exit 2: error: loss.alpha: expected a finite number" in \
+        proc.stderr
+
+
+def test_sigterm_during_start_up_exits_with_the_preemption_status(fake_cifar_root: Path, tmp_path: Path):
+    proc = start_cli(toy_overrides(fake_cifar_root, tmp_path / "cache", f"hydra.run.dir={tmp_path / 'run'}"),
+                     tmp_path)
+    time.sleep(1.0)  # importing torch and composing the config take longer
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == PREEMPTED_EXIT_CODE
+
+
+def test_sigterm_while_waiting_for_another_jobs_teacher_stops_promptly(compose_toy, fake_cifar_root: Path,
+                                                                      tmp_path: Path):
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    cache.mkdir()
+    key = teacher_key(load_config(compose_toy("loss=kd")), bf16=False)
+    with open(cache / f"{TeacherCache(cache, key).name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another job is training this teacher
+        proc = start_cli(toy_overrides(fake_cifar_root, cache, "loss=kd", f"hydra.run.dir={run}"), tmp_path)
+        wait_for(lambda: (run / "config.yaml").exists(), proc)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)  # before: waited for the lock, i.e. for the other teacher
+    assert proc.returncode == PREEMPTED_EXIT_CODE
+    assert "waiting for another job's teacher" in one_line(stderr)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130_without_a_traceback(fake_cifar_root: Path, tmp_path: Path):
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    proc = start_cli(toy_overrides(fake_cifar_root, cache, *LONGER, f"hydra.run.dir={run}"), tmp_path)
+    wait_for(lambda: KILL_POINTS["student"](cache, run), proc)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == INTERRUPTED_EXIT_CODE
+    assert "checkpoint saved" in stderr and "Traceback" not in stderr
+    assert checkpoint.load_checkpoint(run / "checkpoints" / "student.ckpt")["skip_steps"] > 0
+
+
+def test_a_read_only_cache_with_a_valid_entry_is_read_without_a_lock(compose_toy, tmp_path: Path, monkeypatch,
+                                                                     capsys):
+    cfg = load_config(compose_toy("loss=kd"))
+    pipeline.run(cfg, tmp_path / "first")  # fills the (shared) cache
+
+    def read_only(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self.root / f"{self.name}.lock"))
+
+    monkeypatch.setattr(TeacherCache, "locked", read_only)
+    capsys.readouterr()
+    pipeline.run(cfg, tmp_path / "second")
+    assert "[teacher] loaded from cache" in capsys.readouterr().out
