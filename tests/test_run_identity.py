@@ -36,17 +36,10 @@ def test_another_configs_run_directory_is_refused_when_complete_and_on_resume(ch
         pipeline.run(other, run_dir)
     for info in (complete, resumed):
         assert differing in str(info.value) and "\n" not in str(info.value)
-
-
-def test_logging_paths_and_speed_knobs_are_not_part_of_the_identity(compose_toy, tmp_path: Path, capsys):
-    run_dir = tmp_path / "run"
-    metrics = pipeline.run(load_config(compose_toy("loss=kd")), run_dir)
-    same = compose_toy("loss=kd", "debug=true", "trainer.device=cpu", "trainer.checkpoint_every=2",
+    # where files go, how progress is logged and the speed knobs are not part of a run's identity
+    same = compose_toy("loss=kd", *first, "debug=true", "trainer.device=cpu", "trainer.checkpoint_every=2",
                        "trainer.eval_batch_size=7", "trainer.num_workers=0", f"paths.output_root={tmp_path}")
-    assert pipeline.run(load_config(same), run_dir) == json.loads(json.dumps(metrics))
-    assert "run complete" in capsys.readouterr().out
-    over = pipeline.run(load_config(compose_toy("loss=kd", "trainer.eval_every=2", "resume=false")), run_dir)
-    assert over["config"]["trainer"]["eval_every"] == 2  # resume=false starts the directory over
+    assert pipeline.run(load_config(same), run_dir)["config"]["debug"] is True
 
 
 def test_the_issues_two_commands_get_two_directories_and_a_shared_one_is_refused(fake_cifar_root: Path,
