@@ -212,18 +212,16 @@ PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
 
 def outputs_problem(run_dir: Path) -> str | None:
     """Why the run's outputs are not all present and whole (None when they are)."""
-    for name in OUTPUTS:
-        path = run_dir / name
-        if not path.is_file():
-            return f"{name} missing"
-        data = path.read_bytes()
-        if name.endswith(".png") and not (data.startswith(PNG_START) and data.endswith(PNG_END)):
-            return f"{name} is not a whole PNG"
-        if name.endswith(".json"):
-            try:
-                json.loads(data)
-            except ValueError as exc:
-                return f"{name} is unreadable: {exc}"
+    missing = [name for name in OUTPUTS if not (run_dir / name).is_file()]
+    if missing:
+        return f"{missing[0]} missing"
+    try:
+        json.loads((run_dir / "metrics.json").read_bytes())
+    except ValueError as exc:
+        return f"metrics.json is unreadable: {exc}"
+    plot = (run_dir / "per_class_accuracy.png").read_bytes()
+    if not (plot.startswith(PNG_START) and plot.endswith(PNG_END)):
+        return "per_class_accuracy.png is not a whole PNG"
     try:
         load_checkpoint(run_dir / "student.pt", trusted=False)
     except LTKDError as exc:
