@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ltkd.config import RunConfig, load_config
-from ltkd.data import build_dataset
+from ltkd.data import build_dataset, split_groups
 from ltkd.distillers import Distiller
 from ltkd.distributed import DistInfo, mean_over_ranks
 from ltkd.engine import StopSignal
@@ -41,11 +41,12 @@ BATCH = 8
 
 
 def context(cfg: RunConfig, tmp_path: Path, dist: DistInfo | None = None) -> RunContext:
+    """What the pipeline gives stage 2 (the toy data, its groups), as one process or a rank."""
     ds = cfg.dataset
     data = build_dataset(ds.name, cfg.data.root, imbalance_factor=ds.imbalance_factor, seed=ds.seed,
                          download=False, n_max=ds.n_max)
-    return RunContext(cfg, tmp_path, data, [], resolve_runtime(cfg.trainer), NullLogger(), StopSignal(),
-                      dist or DistInfo())
+    return RunContext(cfg, tmp_path, data, split_groups(data.train_counts, ds.group_fractions),
+                      resolve_runtime(cfg.trainer), NullLogger(), StopSignal(), dist or DistInfo())
 
 
 def biased_teacher(cfg: RunConfig) -> nn.Module:
