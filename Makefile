@@ -9,8 +9,11 @@ TABLE ?= cifar100_lt
 SCALE ?= full
 SMOKE_ARGS := trainer=smoke dataset.max_test_per_class=3
 PYTEST_ARGS ?=
+MUTMUT := mutmut==3.8.1
+MUTATION_CHILDREN ?= 1
+MUTATION_LABEL ?= mutation
 
-.PHONY: help install test lint format demo reproduce-table table bench clean
+.PHONY: help install test test-all lint format mutation demo reproduce-table table bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -29,8 +32,19 @@ lint: $(STAMP)  ## ruff
 format: $(STAMP)  ## ruff format + import sorting
 	$(VENV)/bin/ruff check --fix ltkd scripts tests
 
-test: lint  ## ruff, then the test suite (tiny fake data; CPU; a few minutes)
+test: lint  ## ruff, then the test suite without the slow tests (tiny fake data; CPU; a few minutes)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-all: lint  ## ruff, then every test, the slow ones too
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+mutation: $(STAMP)  ## mutation testing (mutmut; settings in pyproject.toml) of the losses, distillers and config; writes results/quality/
+	$(PY) -m pip install --quiet '$(MUTMUT)'
+	nice -n 19 $(VENV)/bin/mutmut run --max-children $(MUTATION_CHILDREN)
+	# the mutants not killed so far, again: against the tests written since (mutmut keeps other results)
+	nice -n 19 $(VENV)/bin/mutmut run --max-children $(MUTATION_CHILDREN) \
+		$$($(VENV)/bin/mutmut results | sed -n 's/^ *\([^:]*\): .*/\1/p')
+	$(PY) scripts/mutation_report.py --label $(MUTATION_LABEL)
 
 demo: $(STAMP)  ## CPU-sized run on real CIFAR-100-LT (γ=100): teacher, KD and LTKD students, then the table
 	$(PY) -m ltkd.train -m experiment=demo loss=kd,ltkd sweep_name=demo
@@ -47,4 +61,4 @@ bench: $(STAMP)  ## throughput of our training path vs the usual DataLoader loop
 	$(PY) scripts/bench.py $(BENCH_ARGS)
 
 clean:  ## remove outputs, sweeps, caches (not the venv, not the data)
-	rm -rf outputs multirun cache .pytest_cache .ruff_cache
+	rm -rf outputs multirun cache mutants .pytest_cache .ruff_cache

@@ -212,7 +212,7 @@ class Stage:
             due = epoch % self.trainer.eval_every == 0 or epoch == epochs
             accuracy = self.evaluate() if due else None
             tracker["wall"] += time.perf_counter() - started
-            record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], **train_stats}
+            record = {"epoch": epoch, **self._optimizer_settings(), **train_stats}
             self.scheduler.step()
             postfix = {"loss": f"{train_stats['train/loss']:.3f}"}
             if accuracy is not None:
@@ -272,6 +272,11 @@ class Stage:
                                 f"step {step + 1} in {self.checkpoint_path}; re-run the same command to resume",
                                 self.stop.exit_code)
         return sums
+
+    def _optimizer_settings(self) -> dict[str, float]:
+        """The SGD settings this epoch trained with (the schedule's lr, momentum, weight decay)."""
+        group = self.optimizer.param_groups[0]
+        return {"lr": group["lr"], "momentum": group["momentum"], "weight_decay": group["weight_decay"]}
 
     def _read_epoch_stats(self, epoch: int, sums: dict) -> dict[str, float]:
         """The one host sync of the epoch: read the accumulated statistics (summed over ranks), stop on a

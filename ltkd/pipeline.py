@@ -308,15 +308,24 @@ def _loss_groups(ctx: RunContext) -> torch.Tensor:
     return class_to_group(groups, ctx.data.num_classes).to(ctx.runtime.device)
 
 
-def train_student(ctx: RunContext, teacher: nn.Module, teacher_report: dict) -> dict[str, Any]:
-    """Stage 2: distil the student from the frozen teacher with the configured loss."""
+def student_distiller(ctx: RunContext, teacher: nn.Module) -> Distiller:
+    """Stage 2's module: a fresh student with the configured loss against the frozen teacher (LTKD's
+    statistics reduced over the ranks under torchrun when `loss.global_stats`)."""
     cfg = ctx.cfg
     student = ctx.new_model(cfg.student.arch, "student")
     reducer = mean_over_ranks if ctx.dist.enabled and cfg.loss.global_stats else None
-    distiller: Distiller = build_distiller(cfg.loss, student, teacher if cfg.loss.name != "ce" else None,
-                                           class_to_group=_loss_groups(ctx), train_counts=ctx.data.train_counts,
-                                           input_size=ctx.data.image_size, stats_reducer=reducer)
+    distiller = build_distiller(cfg.loss, student, teacher if cfg.loss.name != "ce" else None,
+                                class_to_group=_loss_groups(ctx), train_counts=ctx.data.train_counts,
+                                input_size=ctx.data.image_size, stats_reducer=reducer)
     ctx.prepare(distiller)
+    return distiller
+
+
+def train_student(ctx: RunContext, teacher: nn.Module, teacher_report: dict) -> dict[str, Any]:
+    """Stage 2: distil the student from the frozen teacher with the configured loss."""
+    cfg = ctx.cfg
+    distiller = student_distiller(ctx, teacher)
+    student = distiller.student
     ctx.logger.start("student", f"{cfg.loss.name}-{cfg.student.arch}")
     ctx.logger.summary({f"teacher/{k}": v for k, v in teacher_report["final"].items() if k != "per_class"})
     result = ctx.stage("student", distiller, student, cfg.student.arch, cfg.student.lr,

@@ -7,12 +7,17 @@ tail, overall as mean ± std over seeds; the paper's published numbers beside ou
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from ltkd.train import CONFIG_DIR
 
 COLUMNS = ("head", "medium", "tail", "overall")
 METHOD_ORDER = ("teacher", "ce", "kd", "dkd", "reviewkd", "ltkd")
@@ -141,9 +146,22 @@ def _fmt(mean: float | None, std: float | None) -> str:
     return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
 
 
-def is_reduced(cells: Iterable[Cell], full_epochs: int = 240) -> bool:
-    """True when any run was cut short (smoke/demo scale): such tables are not comparable to the paper."""
-    return any(steps is not None or epochs < full_epochs for c in cells for epochs, steps in c.scales)
+@functools.cache
+def recipe_epochs(dataset: str) -> int:
+    """The epochs of `dataset`'s published recipe: configs/trainer/<dataset>.yaml (after its defaults)."""
+    return int(_trainer_preset(dataset).epochs)
+
+
+def _trainer_preset(name: str) -> DictConfig:
+    preset = OmegaConf.load(Path(CONFIG_DIR) / "trainer" / f"{name}.yaml")
+    parents = [_trainer_preset(parent) for parent in preset.pop("defaults", [])]
+    return OmegaConf.merge(*parents, preset)
+
+
+def is_reduced(cells: Iterable[Cell]) -> bool:
+    """True when any run was cut short of its dataset's recipe (fewer epochs, or capped steps: smoke/demo
+    scale): such tables are not comparable to the paper."""
+    return any(steps is not None or epochs < recipe_epochs(c.dataset) for c in cells for epochs, steps in c.scales)
 
 
 def check_consistent(cells: Iterable[Cell]) -> None:

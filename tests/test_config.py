@@ -30,7 +30,15 @@ def test_defaults_compose_to_the_paper_recipe(tmp_path: Path):
     (["loss=dkd", "pair=wrn_40_2_wrn_16_2"], dict(beta=6.0)),
     (["loss=dkd", "pair=vgg13_vgg8"], dict(beta=6.0)),
     (["loss=reviewkd"], dict(ce_weight=1.0, alpha=5.0, warmup_epochs=20)),
-    (["loss=ltkd"], dict(ce_weight=1.0, temperature=4.0, rebalance="batch", reweight=True)),
+    (["loss=ltkd"], dict(ce_weight=1.0, alpha=1.0, beta=8.0, temperature=4.0, warmup_epochs=20, rebalance="batch",
+                         reweight=True)),
+    # the ImageNet-LT table: mdistiller's ImageNet settings (T = 1, one warm-up epoch, DKD β per pair)
+    (["experiment=table_imagenet_lt", "loss=dkd", "pair=resnet34_resnet18"],
+     dict(alpha=1.0, beta=0.5, temperature=1.0, warmup_epochs=1)),
+    (["experiment=table_imagenet_lt", "loss=dkd", "pair=resnet50_mobilenetv2_imagenet"],
+     dict(beta=2.0, temperature=1.0, warmup_epochs=1)),
+    (["experiment=table_imagenet_lt", "loss=ltkd"], dict(alpha=1.0, beta=8.0, temperature=1.0, warmup_epochs=1)),
+    (["experiment=table_imagenet_lt", "loss=reviewkd"], dict(alpha=5.0, warmup_epochs=1, preact=True)),
     (["loss=ltkd", "loss.rebalance=none", "loss.reweight=false"], dict(rebalance="none", reweight=False)),
 ])
 def test_loss_presets(overrides, expected, tmp_path: Path):

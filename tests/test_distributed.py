@@ -14,10 +14,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from hydra import compose, initialize_config_dir
 
-from ltkd.distributed import mean_over_ranks
+from ltkd.config import RunConfig, load_config
+from ltkd.distributed import DistInfo, mean_over_ranks
 from ltkd.losses import ltkd_loss, teacher_group_mean
+from ltkd.pipeline import student_distiller
 from ltkd.train import CONFIG_DIR
 from tests.conftest import toy_overrides
+from tests.test_distiller_wiring import biased_teacher, context
 from tests.test_train import ROOT, run_cli
 
 
@@ -28,7 +31,8 @@ def summary(run_dir: Path) -> dict:
 
 
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(fake_cifar_root: Path, tmp_path: Path):
-    common = ["loss=ltkd", "trainer.sync_bn=true", "deterministic=true", "trainer.batch_size=16"]
+    common = ["loss=ltkd", "loss.warmup_epochs=0", "trainer.sync_bn=true", "deterministic=true",
+              "trainer.batch_size=16"]
     one = run_cli(*toy_overrides(fake_cifar_root, tmp_path / "c1", *common, f"hydra.run.dir={tmp_path / 'one'}"),
                   cwd=tmp_path)
     assert one.returncode == 0, one.stderr[-2000:]
@@ -44,7 +48,8 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(fake_ci
             assert double[who][key] == pytest.approx(value, abs=1.0), (who, key, single, double)
     history = [json.loads((tmp_path / d / "metrics.json").read_text())["student"]["history"] for d in ("one", "two")]
     for a, b in zip(*history, strict=True):  # the training losses agree to float tolerance, epoch by epoch
-        assert b["train/loss"] == pytest.approx(a["train/loss"], rel=1e-3)
+        for term in ("train/loss_ce", "train/loss_kd"):  # no warm-up: the LTKD term counts in full
+            assert b[term] == pytest.approx(a[term], rel=1e-4), (term, a, b)
     assert len(list((tmp_path / "two").glob("wandb"))) == 0 and (tmp_path / "two" / "metrics.json").exists()
 
 
@@ -73,6 +78,80 @@ def test_ltkd_statistics_reduced_over_ranks_equal_the_global_batch(tmp_path: Pat
     torch.testing.assert_close((results[0][1] + results[1][1]) / 2, full_loss)  # DDP averages the rank losses
     per_rank = ltkd_loss(logits_s[:4], logits_t[:4], groups, 1.0, 8.0, 4.0, num_groups=3)
     assert not torch.allclose(per_rank, results[0][1])  # per-rank statistics would differ (global_stats=false)
+
+
+def spawn(worker, *args) -> dict:
+    """Run `worker(rank, *args, out)` in two gloo processes; {rank: what it put in out[rank]}."""
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(worker, args=(*args, out), nprocs=2)
+        return dict(out)
+
+
+def _join(rank: int, init_file: str) -> DistInfo:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    return DistInfo(rank=rank, world_size=2)
+
+
+def _shard(rank: int, n: int) -> slice:
+    return slice(rank * n // 2, (rank + 1) * n // 2)
+
+
+def _stage2_worker(rank: int, init_file: str, cfg: RunConfig, images: torch.Tensor, target: torch.Tensor,
+                   out: dict) -> None:
+    ctx = context(cfg, Path(init_file).parent, _join(rank, init_file))
+    distiller = student_distiller(ctx, biased_teacher(cfg)).eval()  # eval: no batch-norm batch statistics
+    shard = _shard(rank, len(images))
+    out[rank] = distiller(images[shard], target[shard], 1)[1]["loss_kd"].detach()
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("global_stats", [True, False])
+def test_ltkd_global_stats_switch_under_ddp(global_stats: bool, compose_toy, tmp_path: Path):
+    """The config's switch, through the pipeline's builder: true = the global batch's statistics (the rank
+    losses average to the one-process loss on the whole batch), false = each rank's own."""
+    switch = f"loss.global_stats={str(global_stats).lower()}"
+    cfg = load_config(compose_toy("loss=ltkd", "loss.warmup_epochs=0", switch))
+    gen = torch.Generator().manual_seed(0)
+    images, target = torch.randn(8, 3, 32, 32, generator=gen), torch.randint(0, 100, (8,), generator=gen)
+    images[:4] *= 30  # the ranks' halves have very different teacher group distributions
+    ranks = spawn(_stage2_worker, str(tmp_path / "init"), cfg, images, target)
+    one = student_distiller(context(cfg, tmp_path), biased_teacher(cfg)).eval()
+    whole = one(images, target, 1)[1]["loss_kd"].detach()
+    halves = [one(images[_shard(r, 8)], target[_shard(r, 8)], 1)[1]["loss_kd"].detach() for r in (0, 1)]
+    ddp = (ranks[0] + ranks[1]) / 2  # DDP averages the ranks' gradients, i.e. their losses
+    torch.testing.assert_close(ddp, whole if global_stats else (halves[0] + halves[1]) / 2)
+    assert abs(float(whole) - float(halves[0] + halves[1]) / 2) > 1e-3 * float(whole)
+
+
+def _eval_worker(rank: int, init_file: str, cfg: RunConfig, means: torch.Tensor, out: dict) -> None:
+    ctx = context(cfg, Path(init_file).parent, _join(rank, init_file))
+    out[rank] = ctx.evaluator(NearestMean(means))()
+    dist.destroy_process_group()
+
+
+class NearestMean(torch.nn.Module):
+    """Predicts the class whose mean image is nearest: right on (almost) every fake test image."""
+
+    def __init__(self, means: torch.Tensor) -> None:
+        super().__init__()
+        self.means = means
+
+    def forward(self, images: torch.Tensor):
+        distances = torch.cdist(images.flatten(1), self.means.flatten(1))
+        return -distances, {}
+
+
+def test_evaluation_counts_every_test_image_once_over_the_ranks(compose_toy, tmp_path: Path):
+    cfg = load_config(compose_toy("loss=ce"))
+    ctx = context(cfg, tmp_path)
+    batches = list(ctx.loader(train=False, stage="eval"))
+    images, labels = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    means = torch.stack([images[labels == c].mean(dim=0) for c in range(100)])
+    one = ctx.evaluator(NearestMean(means))()
+    assert one.per_class == [100.0] * 100  # not at chance: every test image is classified right
+    ranks = spawn(_eval_worker, str(tmp_path / "init"), cfg, means)
+    assert ranks[0] == ranks[1] == one
 
 
 def test_slurm_launcher_config_composes(tmp_path: Path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from ltkd.config import load_config
 from ltkd.errors import CheckpointError
 from ltkd.train import CONFIG_DIR
 from tests.conftest import toy_overrides
-from tests.test_reliability import start_cli
+from tests.test_reliability import start_cli, wait_for
 from tests.test_train import ROOT, run_cli
 
 
@@ -34,6 +35,26 @@ def test_teacher_is_trained_once_and_reused(compose_toy, tmp_path: Path, capsys)
     assert len(list(cache.glob("*.pt"))) == 1 and not list(cache.glob("*.ckpt"))
     assert first["teacher"]["final"] == second["teacher"]["final"]
     assert first["teacher"]["source"] == second["teacher"]["source"]
+
+
+def test_given_teacher_checkpoint_skips_stage_1_and_reports_that_teacher(compose_toy, tmp_path: Path, monkeypatch):
+    first = pipeline.run(load_config(compose_toy("loss=kd", f"paths.teacher_cache={tmp_path / 'cache'}")),
+                         tmp_path / "first")
+    (entry,) = (tmp_path / "cache").glob("*.pt")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("stage 1 ran although teacher.checkpoint was given")
+
+    monkeypatch.setattr(pipeline, "train_teacher", no_training)
+    # a teacher cache entry, and a student.pt (resnet8 here, as the teacher): each reported as the teacher
+    for given, expected in ((entry, first["teacher"]["final"]), (tmp_path / "first" / "student.pt",
+                                                                   first["student"]["final"])):
+        cfg = load_config(compose_toy("loss=ltkd", f"teacher.checkpoint={given}",
+                                      f"paths.teacher_cache={tmp_path / 'unused'}"))
+        metrics = pipeline.run(cfg, tmp_path / given.stem)
+        assert metrics["teacher"]["source"] == str(given)
+        assert metrics["teacher"]["final"] == expected  # evaluated again on this run's test set
+    assert not (tmp_path / "unused").exists()
 
 
 def test_cache_key_separates_what_determines_a_teacher(compose_toy, tmp_path: Path):
@@ -100,6 +121,25 @@ def test_smoke_multirun_and_table(fake_cifar_root: Path, tmp_path: Path):
     assert "REDUCED SCALE" in (tmp_path / "results" / "toy.md").read_text()
 
 
+def test_rerunning_a_sweep_skips_finished_jobs_and_resumes_unfinished_ones(fake_cifar_root: Path, tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *toy_overrides(fake_cifar_root, tmp_path / "cache", "loss=kd,ltkd", "trainer.epochs=4",
+                                 "trainer.lr_milestones=[3]", f"hydra.sweep.dir={sweep}")]
+    first = start_cli(args, tmp_path)  # interrupted once the second job (ltkd) has its first checkpoint
+    wait_for(lambda: any(sweep.glob("**/ltkd/*/checkpoints/student.ckpt")), first)
+    first.kill()
+    first.communicate()
+    (kd_metrics,) = sweep.glob("**/kd/*/metrics.json")
+    kd_before = kd_metrics.read_bytes()
+    assert not any(sweep.glob("**/ltkd/*/metrics.json"))
+    again = run_cli(*args, cwd=tmp_path, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "run complete" in again.stdout and "[student] resuming from" in again.stdout
+    assert kd_metrics.read_bytes() == kd_before  # the finished job was not rerun
+    (ltkd_metrics,) = sweep.glob("**/ltkd/*/metrics.json")
+    assert [h["epoch"] for h in json.loads(ltkd_metrics.read_text())["student"]["history"]] == [1, 2, 3, 4]
+
+
 PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 
 
@@ -123,18 +163,47 @@ def test_every_experiment_preset_composes_and_validates(preset: str, tmp_path: P
         assert cfg.dataset.name == "imagenet_lt" and cfg.trainer.epochs == 100 and cfg.loss.preact
 
 
-def test_wandb_offline_records_config_groups_metrics_and_charts(fake_cifar_root: Path, tmp_path: Path):
+def wandb_run_records(path: Path) -> list:
+    """The run records (job type, group, tags, ...) of a .wandb file: a LevelDB-style log of protobuf Records
+    (7-byte file header; 32 KiB blocks of chunks with a 7-byte header: CRC, length, type FULL/FIRST/MIDDLE/LAST)."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    data, block, header = path.read_bytes(), 32768, 7
+    assert data[:4] == b":W&B"
+    pos, pending, runs = header, b"", []
+    while pos + header <= len(data):
+        room = block - pos % block
+        if room < header:
+            pos += room
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + header])
+        pending += data[pos + header:pos + header + length]
+        pos += header + length
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            record = Record.FromString(pending)
+            pending = b""
+            if record.WhichOneof("record_type") == "run":
+                runs.append(record.run)
+    return runs
+
+
+def test_wandb_records_job_group_tags_metrics_and_charts_offline_without_credentials(
+        fake_cifar_root: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # no mode forced: no credentials must mean offline
     run = tmp_path / "run"
     args = toy_overrides(fake_cifar_root, tmp_path / "cache", "loss=ltkd", "logger=wandb", f"hydra.run.dir={run}")
     args.remove("logger=none")
-    proc = run_cli(*args, cwd=tmp_path, env_extra={"WANDB_MODE": "offline", "WANDB_API_KEY": ""})
+    proc = run_cli(*args, cwd=tmp_path, env_extra={"WANDB_API_KEY": "", "HOME": str(tmp_path), "NETRC": ""})
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = sorted((run / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 2  # one W&B run for the teacher stage, one for the student stage
+    for path, job_type in zip(runs, ("teacher", "student"), strict=True):
+        records = wandb_run_records(path)
+        assert records and {(r.job_type, r.run_group, tuple(r.tags)) for r in records} == {
+            (job_type, "cifar100_lt-g10-resnet8-resnet8", ("ltkd", "cifar100_lt", "g10"))}
     teacher_log, student_log = (p.read_bytes() for p in runs)
     for log in (teacher_log, student_log):
-        assert b"cifar100_lt-g10-resnet8-resnet8" in log  # group: dataset, γ, pair
-        assert b"ltkd" in log and b"imbalance_factor" in log  # tag and config
+        assert b"imbalance_factor" in log  # the config
     assert b"teacher" in teacher_log and b"teacher/test/tail" in teacher_log and b"teacher/lr" in teacher_log
     for key in (b"student", b"student/test/overall", b"student/train/loss_kd", b"student/per_class_chart",
                 b"teacher/per_class", b"teacher/tail"):

@@ -324,3 +324,26 @@ def test_logit_adjusted_ce() -> None:
                                logit_adjusted_ce(logits, target, log_prior, 1.5))  # a shared shift cancels
     with pytest.raises(ValueError, match="log_prior"):
         logit_adjusted_ce(logits, target, None, 1.0)
+
+
+def test_ltkd_defaults_are_the_papers_rebalance_and_reweight() -> None:
+    s, t, groups = _logits(4, 7), _logits(4, 7, seed=1), torch.tensor(GROUPINGS[3])
+    torch.testing.assert_close(ltkd_loss(s, t, groups, 1.0, 8.0, 4.0),
+                               ltkd_loss(s, t, groups, 1.0, 8.0, 4.0, rebalance=True, reweight=True))
+
+
+def test_given_num_groups_counts_an_empty_last_group() -> None:
+    """K given (as the distiller does) is used even when the last group has no class: its columns stay, and
+    the reweighted within-group term averages over all K."""
+    s, t, groups = _logits(4, 7), _logits(4, 7, seed=1), torch.tensor(GROUPINGS[3])
+    parts = kl_decomposition(s, t, groups, 4.0, num_groups=4)
+    assert parts.within.shape == parts.teacher_group_probs.shape == (4, 4)
+    assert teacher_group_mean(t, groups, 4.0, num_groups=4).shape == (4,)
+    within_only = ltkd_loss(s, t, groups, 0.0, 1.0, 4.0, num_groups=4)
+    torch.testing.assert_close(within_only, 16.0 * parts.within.sum(dim=1).mean() / 4)
+
+
+def test_hcl_refuses_unpaired_feature_lists() -> None:
+    feats = [torch.ones(2, 3, 4, 4), torch.ones(2, 3, 2, 2)]
+    with pytest.raises(ValueError, match="zip"):
+        hcl_loss(feats, feats[:1])

@@ -80,12 +80,14 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(point: str, uninterrup
     assert accuracies(run) == uninterrupted
 
 
-def test_sigterm_saves_mid_epoch_and_resumes_exactly(uninterrupted: dict, fake_cifar_root: Path, tmp_path: Path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])  # SIGUSR1: Slurm's preemption notice
+def test_stop_signal_saves_mid_epoch_and_resumes_exactly(signum: int, uninterrupted: dict, fake_cifar_root: Path,
+                                                         tmp_path: Path):
     cache, run = tmp_path / "cache", tmp_path / "run"
     args = toy_overrides(fake_cifar_root, cache, *LONGER, f"hydra.run.dir={run}")
     proc = start_cli(args, tmp_path)
     wait_for(lambda: KILL_POINTS["student"](cache, run), proc)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == PREEMPTED_EXIT_CODE, stderr[-2000:]
     assert "checkpoint saved" in stderr

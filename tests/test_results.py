@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ltkd.results import collect, find_metrics, load_published, to_rows
+from ltkd.results import collect, find_metrics, is_reduced, load_published, to_rows
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "make_table.py"
 
@@ -15,11 +15,11 @@ def _acc(overall: float, tail: float) -> dict:
 
 
 def write_run(root: Path, loss: str, seed: int, overall: float, tail: float, *, gamma: float = 100,
-              epochs: int = 240, steps=None, config: dict | None = None) -> None:
+              epochs: int = 240, steps=None, config: dict | None = None, dataset: str = "cifar100_lt") -> None:
     run = root / f"{loss}-s{seed}-g{gamma}-{len(list(root.glob('*'))) if root.exists() else 0}"
     run.mkdir(parents=True)
     metrics = {
-        "dataset": "cifar100_lt", "imbalance_factor": gamma, "teacher_arch": "resnet32x4",
+        "dataset": dataset, "imbalance_factor": gamma, "teacher_arch": "resnet32x4",
         "student_arch": "resnet8x4", "loss": loss, "seed": seed, "epochs": epochs, "max_steps_per_epoch": steps,
         "teacher": {"final": _acc(60.0 + seed, 15.0), "best": _acc(61.0, 16.0), "source": f"cache/t{seed}.pt"},
         "student": {"final": _acc(overall, tail), "best": _acc(overall + 1, tail), "wall_time_s": 120.0},
@@ -90,3 +90,12 @@ def test_mixed_scales_are_refused(tmp_path: Path):
     proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--out", str(tmp_path / "o")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "different scale" in proc.stderr
+
+
+@pytest.mark.parametrize(("dataset", "epochs", "steps", "reduced"), [
+    ("cifar100_lt", 240, None, False), ("cifar100_lt", 239, None, True), ("cifar100_lt", 240, 3, True),
+    ("tinyimagenet_lt", 240, None, False), ("imagenet_lt", 100, None, False), ("imagenet_lt", 99, None, True),
+])
+def test_reduced_means_short_of_the_datasets_recipe(dataset: str, epochs: int, steps, reduced: bool, tmp_path: Path):
+    write_run(tmp_path, "kd", 0, 40.0, 12.0, epochs=epochs, steps=steps, dataset=dataset)
+    assert is_reduced(collect(find_metrics(tmp_path))) is reduced

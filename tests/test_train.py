@@ -95,3 +95,11 @@ def test_bad_value_stops_with_one_line_and_status_2(fake_cifar_root: Path, tmp_p
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == ["error: trainer.epochs: 0; must be >= 1"]
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_debug_shows_the_traceback(fake_cifar_root: Path, tmp_path: Path):
+    args = toy_overrides(fake_cifar_root, tmp_path / "cache", "trainer.epochs=0", "debug=true",
+                         f"hydra.run.dir={tmp_path / 'run'}")
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr and "ltkd.errors.ConfigError: trainer.epochs: 0; must be >= 1" in proc.stderr
