@@ -7,10 +7,11 @@ LTKD_DATA ?= $(if $(wildcard ../shared/data/cifar-100-python),../shared/data,./d
 export LTKD_DATA
 TABLE ?= cifar100_lt
 SCALE ?= full
+JOBS ?= 1
 SMOKE_ARGS := trainer=smoke dataset.max_test_per_class=3
 PYTEST_ARGS ?=
 
-.PHONY: help install test lint format demo reproduce-table table bench clean
+.PHONY: help install test test-all lint format demo reproduce-table table bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -29,15 +30,18 @@ lint: $(STAMP)  ## ruff
 format: $(STAMP)  ## ruff format + import sorting
 	$(VENV)/bin/ruff check --fix ltkd scripts tests
 
-test: lint  ## ruff, then the test suite (tiny fake data; CPU; a few minutes)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+test: lint  ## ruff, then the test suite without the slow tests (tiny fake data; CPU; a few minutes)
+	$(PY) -m pytest -q -m 'not slow' $(PYTEST_ARGS)
+
+test-all: lint  ## ruff, then every test, the slow ones included
+	$(PY) -m pytest -q -m '' $(PYTEST_ARGS)
 
 demo: $(STAMP)  ## CPU-sized run on real CIFAR-100-LT (γ=100): teacher, KD and LTKD students, then the table
 	$(PY) -m ltkd.train -m experiment=demo loss=kd,ltkd sweep_name=demo
 	$(PY) scripts/make_table.py multirun/demo --name demo --out multirun/demo
 
-reproduce-table: $(STAMP)  ## run a paper table's sweep (TABLE=cifar100_lt|tinyimagenet_lt|imagenet_lt|ablation|cifar100_lt_g100_resnet32x4_resnet8x4) and tabulate it
-	$(PY) -m ltkd.train -m experiment=table_$(TABLE) sweep_name=table_$(TABLE)_$(SCALE) $(if $(filter smoke,$(SCALE)),$(SMOKE_ARGS),)
+reproduce-table: $(STAMP)  ## run a paper table's sweep (TABLE=cifar100_lt|tinyimagenet_lt|imagenet_lt|ablation|cifar100_lt_g100_resnet32x4_resnet8x4) and tabulate it; JOBS=N runs N jobs at once (one device, teacher shared)
+	$(PY) -m ltkd.train -m experiment=table_$(TABLE) sweep_name=table_$(TABLE)_$(SCALE) $(if $(filter smoke,$(SCALE)),$(SMOKE_ARGS),) $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS),)
 	$(PY) scripts/make_table.py multirun/table_$(TABLE)_$(SCALE) --name $(TABLE)$(if $(filter smoke,$(SCALE)),_smoke,)
 
 table: $(STAMP)  ## tabulate any folder of runs: make table RUNS=multirun/<sweep> [NAME=...]

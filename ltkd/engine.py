@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ltkd.checkpoint import load_checkpoint, save_checkpoint
 from ltkd.config import TrainerConfig
+from ltkd.deadline import STOP_MARGIN_S
 from ltkd.distillers import Distiller
 from ltkd.distributed import DistInfo, all_reduce_min, all_reduce_sum
 from ltkd.errors import CheckpointError, LTKDError
@@ -34,7 +35,7 @@ SIGNAL_POLL_STEPS = 20  # under torchrun, how often the ranks agree on whether a
 
 
 class Preempted(Exception):
-    """SIGTERM or SIGUSR1 arrived; the stage saved a checkpoint and stopped."""
+    """SIGTERM or SIGUSR1 arrived, or the time limit ran out; the stage saved a checkpoint and stopped."""
 
 
 class NonFiniteLoss(LTKDError):
@@ -61,10 +62,20 @@ class StageResult:
 
 
 class StopSignal:
-    """Records SIGTERM / SIGUSR1 (how Slurm announces preemption) so the loop can stop cleanly."""
+    """Records SIGTERM / SIGUSR1 (how Slurm announces preemption) and carries the run's deadline
+    (time.time() at which trainer.time_limit runs out), so the loop can stop cleanly before either."""
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float | None = None) -> None:
         self.received: int | None = None
+        self.deadline = deadline
+
+    def reason(self) -> str | None:
+        """Why the loop should stop now ("stop signal", "time limit"), or None to go on."""
+        if self.received is not None:
+            return "stop signal"
+        if self.deadline is not None and time.time() >= self.deadline - STOP_MARGIN_S:
+            return "time limit"
+        return None
 
     @contextmanager
     def installed(self) -> Iterator[StopSignal]:
@@ -171,14 +182,16 @@ class Stage:
         if self.dist.is_main:
             save_checkpoint(self.checkpoint_path, state)
 
-    def _stop_requested(self, step: int) -> bool:
-        """A signal arrived (on any rank: under torchrun the ranks agree every SIGNAL_POLL_STEPS steps)."""
+    def _stop_reason(self, step: int) -> str | None:
+        """Why to stop (a signal or the time limit, on any rank: under torchrun the ranks agree every
+        SIGNAL_POLL_STEPS steps), or None."""
+        reason = self.stop.reason()
         if not self.dist.enabled:
-            return self.stop.received is not None
+            return reason
         if step % SIGNAL_POLL_STEPS:
-            return False
-        flag = torch.tensor([0 if self.stop.received is None else 1], device=self.runtime.device)
-        return bool(all_reduce_sum(flag, self.dist).item())
+            return None
+        flag = torch.tensor([0 if reason is None else 1], device=self.runtime.device)
+        return (reason or "stop signal on another rank") if all_reduce_sum(flag, self.dist).item() else None
 
     # --- loop ------------------------------------------------------------------------------------
     def run(self, resume: bool) -> StageResult:
@@ -253,9 +266,10 @@ class Stage:
             sums["steps"] += 1
             finite = torch.isfinite(loss)
             sums["bad_step"] = torch.where(finite | (sums["bad_step"] >= 0), sums["bad_step"], step)
-            if self._stop_requested(step):
+            reason = self._stop_reason(step)
+            if reason:
                 self._save(self._state(epoch, step + 1, sums, tracker))
-                raise Preempted(f"[{self.name}] stop signal: checkpoint saved at epoch {epoch}, "
+                raise Preempted(f"[{self.name}] {reason}: checkpoint saved at epoch {epoch}, "
                                 f"step {step + 1} in {self.checkpoint_path}; re-run the same command to resume")
         return sums
 

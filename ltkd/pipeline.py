@@ -29,6 +29,7 @@ from ltkd.data import (
 )
 from ltkd.data.loaders import DataLoaderAdapter, DeviceLoader
 from ltkd.data.transforms import ImageSetDataset, build_transforms
+from ltkd.deadline import deadline_for
 from ltkd.distillers import Distiller, build_distiller
 from ltkd.distributed import (
     DistInfo,
@@ -40,7 +41,7 @@ from ltkd.distributed import (
     mean_over_ranks,
     place_on_local_device,
 )
-from ltkd.engine import Stage, StopSignal
+from ltkd.engine import Preempted, Stage, StopSignal
 from ltkd.errors import CheckpointError, ConfigError
 from ltkd.evaluation import Accuracy, accuracy_from_counts, class_counts
 from ltkd.loggers import NullLogger, RunLogger, build_logger
@@ -155,8 +156,11 @@ def run(cfg: RunConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg.to_dict()).encode())
+    stop = StopSignal(deadline_for(cfg.trainer.time_limit))
+    if stop.reason() and not dist_info.enabled:  # config.yaml marks the job unfinished (train.UnfinishedJobsExit)
+        raise Preempted(f"time limit ({cfg.trainer.time_limit}) reached before the run started; re-run to start it")
     logger = build_logger(cfg, run_dir) if main else NullLogger()
-    ctx = RunContext(cfg, run_dir, data, groups, runtime, logger, StopSignal(), dist_info)
+    ctx = RunContext(cfg, run_dir, data, groups, runtime, logger, stop, dist_info)
     try:
         with ctx.stop.installed():
             teacher, teacher_report = obtain_teacher(ctx, given_teacher)

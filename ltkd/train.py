@@ -12,9 +12,11 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ltkd.config import load_config
+from ltkd.deadline import is_launcher, mark_launch
 from ltkd.engine import PREEMPTED_EXIT_CODE, Preempted
 from ltkd.errors import LTKDError
 
@@ -51,7 +53,23 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
         sys.exit(USER_ERROR_EXIT_CODE)
     except Preempted as exc:
         print(str(exc), file=sys.stderr)
-        sys.exit(PREEMPTED_EXIT_CODE)
+        if is_launcher():  # a single run, or a sequential sweep: stop the whole command
+            sys.exit(PREEMPTED_EXIT_CODE)
+        return None  # a parallel sweep's worker: the other jobs save too; UnfinishedJobsExit sets the status
+
+
+class UnfinishedJobsExit(Callback):
+    """After a multirun, exit with PREEMPTED_EXIT_CODE when some of its jobs stopped before finishing (a
+    parallel sweep's jobs each checkpoint and return on a time limit or signal), naming them."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        unfinished = sorted(str(p.parent.relative_to(sweep_dir)) for p in sweep_dir.rglob("config.yaml")
+                            if not (p.parent / "metrics.json").exists())
+        if unfinished:
+            print(f"{len(unfinished)} job(s) of {sweep_dir} unfinished ({', '.join(unfinished)}); re-run the same "
+                  "command to resume", file=sys.stderr)
+            sys.exit(PREEMPTED_EXIT_CODE)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -60,4 +78,5 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    mark_launch()
     hydra_main()

@@ -69,6 +69,8 @@ def test_light_architectures_get_their_own_lr(tmp_path: Path):
     ("trainer.epochs=ten", "trainer.epochs: expected an integer, got 'ten'"),
     ("loss.ema_momentum=1.5", "loss.ema_momentum: 1.5; must be in [0, 1)"),
     ("teacher.checkpoint=/nonexistent/teacher.pt", "teacher.checkpoint: '/nonexistent/teacher.pt' is not a file"),
+    ("trainer.time_limit=8x", "trainer.time_limit: '8x'; allowed: a positive duration such as 90s, 8m, 1h30m"),
+    ("trainer.time_limit=0", "trainer.time_limit: 0.0; allowed: a positive duration"),
 ])
 def test_bad_values_name_field_value_and_allowed(override: str, message: str, tmp_path: Path):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
