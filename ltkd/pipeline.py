@@ -111,6 +111,11 @@ class RunContext:
     def stage(self, name: str, module: Distiller, evaluated: nn.Module, arch: str, lr: float | None,
               checkpoint_path: Path, resume: bool):
         """Train `module` for one stage; returns the StageResult."""
+        return self.build_stage(name, module, evaluated, arch, lr, checkpoint_path).run(resume=resume)
+
+    def build_stage(self, name: str, module: Distiller, evaluated: nn.Module, arch: str, lr: float | None,
+                    checkpoint_path: Path) -> Stage:
+        """The training stage of `module` on this run's data, device and recipe (DDP / compile applied)."""
         cfg = self.cfg
         forward = module
         if self.dist.enabled:
@@ -120,11 +125,10 @@ class RunContext:
             forward = DistributedDataParallel(module, device_ids=ids)
         if cfg.trainer.compile:
             forward.compile()
-        stage = Stage(name, module, module.trainable_parameters(), train_loader=self.loader(True, name),
-                      evaluate=self.evaluator(evaluated), trainer=cfg.trainer, lr=cfg.stage_lr(arch, lr),
-                      runtime=self.runtime, checkpoint_path=checkpoint_path, logger=self.logger, stop=self.stop,
-                      dist=self.dist, forward=forward)
-        return stage.run(resume=resume)
+        return Stage(name, module, module.trainable_parameters(), train_loader=self.loader(True, name),
+                     evaluate=self.evaluator(evaluated), trainer=cfg.trainer, lr=cfg.stage_lr(arch, lr),
+                     runtime=self.runtime, checkpoint_path=checkpoint_path, logger=self.logger, stop=self.stop,
+                     dist=self.dist, forward=forward)
 
 
 def run(cfg: RunConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
@@ -145,13 +149,8 @@ def run(cfg: RunConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
             raise ConfigError(f"trainer.batch_size: {cfg.trainer.batch_size} is the global batch; it must be "
                               f"divisible by the number of processes ({dist_info.world_size})")
     seed_everything(cfg.seed, cfg.deterministic)
-    ds = cfg.dataset
-    data = build_dataset(ds.name, cfg.data.root, imbalance_factor=ds.imbalance_factor, seed=ds.seed,
-                         download=cfg.data.download, n_max=ds.n_max, split_file=ds.split_file,
-                         test_split_file=ds.test_split_file)
-    if ds.max_test_per_class is not None:
-        data = dataclasses.replace(data, test=data.test.first_per_class(ds.max_test_per_class))
-    groups = split_groups(data.train_counts, ds.group_fractions)
+    data = load_data(cfg)
+    groups = split_groups(data.train_counts, cfg.dataset.group_fractions)
     main = dist_info.is_main
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -174,6 +173,17 @@ def run(cfg: RunConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
         ctx.logger.finish()
     barrier(dist_info)
     return metrics
+
+
+def load_data(cfg: RunConfig) -> LongTailedData:
+    """The run's long-tailed training set and (optionally capped) balanced test set."""
+    ds = cfg.dataset
+    data = build_dataset(ds.name, cfg.data.root, imbalance_factor=ds.imbalance_factor, seed=ds.seed,
+                         download=cfg.data.download, n_max=ds.n_max, split_file=ds.split_file,
+                         test_split_file=ds.test_split_file)
+    if ds.max_test_per_class is not None:
+        data = dataclasses.replace(data, test=data.test.first_per_class(ds.max_test_per_class))
+    return data
 
 
 # --- stage 1: the teacher ------------------------------------------------------------------------
@@ -245,15 +255,21 @@ def _loss_groups(ctx: RunContext) -> torch.Tensor:
     return class_to_group(groups, ctx.data.num_classes).to(ctx.runtime.device)
 
 
-def train_student(ctx: RunContext, teacher: nn.Module, teacher_report: dict) -> dict[str, Any]:
-    """Stage 2: distil the student from the frozen teacher with the configured loss."""
+def student_distiller(ctx: RunContext, teacher: nn.Module) -> tuple[Distiller, nn.Module]:
+    """A fresh student and its distiller (the configured loss) from the frozen teacher, on the device."""
     cfg = ctx.cfg
     student = ctx.new_model(cfg.student.arch, "student")
     reducer = mean_over_ranks if ctx.dist.enabled and cfg.loss.global_stats else None
     distiller: Distiller = build_distiller(cfg.loss, student, teacher if cfg.loss.name != "ce" else None,
                                            class_to_group=_loss_groups(ctx), train_counts=ctx.data.train_counts,
                                            input_size=ctx.data.image_size, stats_reducer=reducer)
-    ctx.prepare(distiller)
+    return ctx.prepare(distiller), student
+
+
+def train_student(ctx: RunContext, teacher: nn.Module, teacher_report: dict) -> dict[str, Any]:
+    """Stage 2: distil the student from the frozen teacher with the configured loss."""
+    cfg = ctx.cfg
+    distiller, student = student_distiller(ctx, teacher)
     ctx.logger.start("student", f"{cfg.loss.name}-{cfg.student.arch}")
     ctx.logger.summary({f"teacher/{k}": v for k, v in teacher_report["final"].items() if k != "per_class"})
     result = ctx.stage("student", distiller, student, cfg.student.arch, cfg.student.lr,

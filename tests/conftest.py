@@ -6,11 +6,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from ltkd.train import CONFIG_DIR
 from tests.fakedata import write_fake_cifar100
+
+# The CUDA self-check (`pytest -m cuda`): these tests skip where there is no CUDA device.
+CUDA_ONLY = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 TOY = [
     "trainer=smoke",
