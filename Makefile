@@ -8,10 +8,13 @@ export LTKD_DATA
 TABLE ?= cifar100_lt
 SCALE ?= full
 JOBS ?= 1
+WHEEL_PYTHON ?= 3.12
+WHEEL_PLATFORM ?= manylinux2014_x86_64
+WHEEL_WITH ?=
 SMOKE_ARGS := trainer=smoke dataset.max_test_per_class=3
 PYTEST_ARGS ?=
 
-.PHONY: help install test test-all lint format demo reproduce-table table bench clean
+.PHONY: help install test test-all lint format demo reproduce-table table wheelhouse bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -46,6 +49,9 @@ reproduce-table: $(STAMP)  ## run a paper table's sweep (TABLE=cifar100_lt|tinyi
 
 table: $(STAMP)  ## tabulate any folder of runs: make table RUNS=multirun/<sweep> [NAME=...]
 	$(PY) scripts/make_table.py $(RUNS) $(if $(NAME),--name $(NAME),)
+
+wheelhouse: $(STAMP)  ## wheels for an offline GPU node: ltkd + what a PyTorch image lacks (WHEEL_PYTHON=3.12 WHEEL_PLATFORM=manylinux2014_x86_64 WHEEL_WITH=wandb)
+	$(PY) scripts/wheelhouse.py --out wheelhouse --python $(WHEEL_PYTHON) --platform $(WHEEL_PLATFORM) $(foreach w,$(WHEEL_WITH),--with $(w))
 
 bench: $(STAMP)  ## throughput of our training path vs the usual DataLoader loop on this machine
 	$(PY) scripts/bench.py $(BENCH_ARGS)

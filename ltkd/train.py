@@ -20,7 +20,7 @@ from ltkd.deadline import is_launcher, mark_launch
 from ltkd.engine import PREEMPTED_EXIT_CODE, Preempted
 from ltkd.errors import LTKDError
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")  # in a checkout, a link to the top-level configs/
 USER_ERROR_EXIT_CODE = 2
 
 
