@@ -211,8 +211,9 @@ class Stage:
             train_stats = self._read_epoch_stats(epoch, sums)
             due = epoch % self.trainer.eval_every == 0 or epoch == epochs
             accuracy = self.evaluate() if due else None
-            tracker["wall"] += time.perf_counter() - started
-            record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], **train_stats}
+            seconds = time.perf_counter() - started
+            tracker["wall"] += seconds
+            record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "time_s": seconds, **train_stats}
             self.scheduler.step()
             postfix = {"loss": f"{train_stats['train/loss']:.3f}"}
             if accuracy is not None:

@@ -225,7 +225,7 @@ def obtain_teacher(ctx: RunContext, given: dict[str, Any] | None) -> tuple[nn.Mo
     final = content["final"] if trained else ctx.evaluator(teacher)().as_dict()
     best = content.get("best") or final
     report = {"final": final, "best": best, "best_epoch": content.get("best_epoch"),
-              "source": source, "wall_time_s": content.get("wall_time_s", 0.0)}
+              "source": source, "wall_time_s": content.get("wall_time_s", 0.0), "history": content.get("history", [])}
     return teacher, report
 
 
@@ -239,7 +239,8 @@ def train_teacher(ctx: RunContext, teacher: nn.Module, cache: TeacherCache) -> d
                        resume=True)
     content = {"arch": cfg.teacher.arch, "num_classes": ctx.data.num_classes, "key": cache.key,
                "state_dict": _plain_state(teacher), "final": result.final.as_dict(),
-               "best": result.best.as_dict(), "best_epoch": result.best_epoch, "wall_time_s": result.wall_time_s}
+               "best": result.best.as_dict(), "best_epoch": result.best_epoch, "wall_time_s": result.wall_time_s,
+               "history": result.history}
     if ctx.dist.is_main:
         save_checkpoint(cache.path, content)
         cache.training_checkpoint.unlink(missing_ok=True)
