@@ -229,11 +229,16 @@ def obtain_teacher(ctx: RunContext, given: dict[str, Any] | None) -> tuple[nn.Mo
     return teacher, report
 
 
+def teacher_distiller(ctx: RunContext, teacher: nn.Module) -> Distiller:
+    """The teacher's own training objective: cross-entropy on the long-tailed set."""
+    return build_distiller(TEACHER_CE, teacher, None, class_to_group=_loss_groups(ctx),
+                           train_counts=ctx.data.train_counts, input_size=ctx.data.image_size)
+
+
 def train_teacher(ctx: RunContext, teacher: nn.Module, cache: TeacherCache) -> dict[str, Any]:
     """Stage 1: cross-entropy on the long-tailed train set; the result is stored in the cache."""
     cfg = ctx.cfg
-    module = build_distiller(TEACHER_CE, teacher, None, class_to_group=_loss_groups(ctx),
-                             train_counts=ctx.data.train_counts, input_size=ctx.data.image_size)
+    module = teacher_distiller(ctx, teacher)
     ctx.logger.start("teacher", f"teacher-{cfg.teacher.arch}")
     result = ctx.stage("teacher", module, teacher, cfg.teacher.arch, cfg.teacher.lr, cache.training_checkpoint,
                        resume=True)
