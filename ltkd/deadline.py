@@ -1,5 +1,5 @@
-"""Wall-clock budgets (`trainer.time_limit`): parsing "8m" / "1h30m" / "90s" / 480, the launch time they
-count from, and which process launched the command.
+"""Wall-clock budgets (`trainer.time_limit`): parsing "8m" / "1h30m" / "90s" / 480, and the launch time
+they count from.
 
 The budget counts from the launch of the command, shared by every process it starts: `python -m ltkd.train`
 records its start in the environment variable LTKD_LAUNCH_TIME (seconds since the epoch) unless it is set
@@ -14,7 +14,6 @@ import re
 import time
 
 LAUNCH_TIME_ENV = "LTKD_LAUNCH_TIME"
-LAUNCH_PID_ENV = "LTKD_LAUNCH_PID"
 # Stop this long before the deadline: the time to finish the current step, write one checkpoint (a
 # second or two even for an ImageNet ResNet-50 with its optimizer state) and exit, with room to spare.
 STOP_MARGIN_S = 15.0
@@ -43,15 +42,8 @@ def parse_duration(value: str | float) -> float:
 
 
 def mark_launch() -> None:
-    """Record this process as the command's launcher, and now as its launch time unless a wrapper already
-    set one."""
+    """Record now as the command's launch time, unless a wrapper (or a parent process) already did."""
     os.environ.setdefault(LAUNCH_TIME_ENV, repr(time.time()))
-    os.environ[LAUNCH_PID_ENV] = str(os.getpid())
-
-
-def is_launcher() -> bool:
-    """Whether this is the process that launched the command (not a worker of a parallel multirun)."""
-    return os.environ.get(LAUNCH_PID_ENV) == str(os.getpid())
 
 
 def deadline_for(time_limit: str | float | None) -> float | None:

@@ -16,11 +16,14 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ltkd.config import load_config
-from ltkd.deadline import is_launcher, mark_launch
+from ltkd.deadline import mark_launch
 from ltkd.engine import PREEMPTED_EXIT_CODE, Preempted
 from ltkd.errors import LTKDError
 
-CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")  # in a checkout, a link to the top-level configs/
+_PACKAGE = Path(__file__).resolve().parent
+# the installed wheel's copy; in a checkout ltkd/configs links to the top-level configs/ (used directly where a
+# copy of the checkout lost the link)
+CONFIG_DIR = str(_PACKAGE / "configs" if (_PACKAGE / "configs").is_dir() else _PACKAGE.parent / "configs")
 USER_ERROR_EXIT_CODE = 2
 
 
@@ -53,9 +56,15 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
         sys.exit(USER_ERROR_EXIT_CODE)
     except Preempted as exc:
         print(str(exc), file=sys.stderr)
-        if is_launcher():  # a single run, or a sequential sweep: stop the whole command
-            sys.exit(PREEMPTED_EXIT_CODE)
-        return None  # a parallel sweep's worker: the other jobs save too; UnfinishedJobsExit sets the status
+        if in_parallel_worker():  # the other jobs stop and save too; UnfinishedJobsExit sets the exit status
+            return None
+        sys.exit(PREEMPTED_EXIT_CODE)  # a single run, a sequential sweep, a Slurm job (requeued)
+
+
+def in_parallel_worker() -> bool:
+    """Whether this job runs in a worker process of Hydra's joblib launcher (a sweep's jobs at once), where
+    exiting would make joblib kill the other jobs before they save."""
+    return "JoblibLauncher" in str(HydraConfig.get().launcher.get("_target_", ""))
 
 
 class UnfinishedJobsExit(Callback):
