@@ -64,6 +64,8 @@ env = {"gpu": gpu, "torch": torch.__version__, "cuda": torch.version.cuda, "cudn
        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 open(sys.argv[1], "w").write(json.dumps(env, indent=1) + "\n")
 print("environment:", env)
+if gpu is None:
+    print("WARNING: no CUDA device: the self-check skips its tests and training runs on the CPU")
 EOF
 
 if [ ! -f "$STATE/selfcheck.passed" ]; then
