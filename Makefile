@@ -7,13 +7,17 @@ LTKD_DATA ?= $(if $(wildcard ../shared/data/cifar-100-python),../shared/data,./d
 export LTKD_DATA
 TABLE ?= cifar100_lt
 SCALE ?= full
+JOBS ?= 1
+WHEEL_PYTHON ?= 3.12
+WHEEL_PLATFORM ?= manylinux2014_x86_64
+WHEEL_WITH ?=
 SMOKE_ARGS := trainer=smoke dataset.max_test_per_class=3
 PYTEST_ARGS ?=
 MUTMUT := mutmut==3.8.1
 MUTATION_CHILDREN ?= 1
 MUTATION_LABEL ?= mutation
 
-.PHONY: help install test test-all lint format mutation demo reproduce-table table bench clean
+.PHONY: help install test test-all lint format mutation demo reproduce-table table wheelhouse bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -33,10 +37,10 @@ format: $(STAMP)  ## ruff format + import sorting
 	$(VENV)/bin/ruff check --fix ltkd scripts tests
 
 test: lint  ## ruff, then the test suite without the slow tests (tiny fake data; CPU; a few minutes)
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m 'not slow' $(PYTEST_ARGS)
 
-test-all: lint  ## ruff, then every test, the slow ones too
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+test-all: lint  ## ruff, then every test, the slow ones included
+	$(PY) -m pytest -q -m '' $(PYTEST_ARGS)
 
 mutation: $(STAMP)  ## mutation testing (mutmut; settings in pyproject.toml) of the losses, distillers and config; writes results/quality/
 	$(PY) -m pip install --quiet '$(MUTMUT)'
@@ -50,12 +54,15 @@ demo: $(STAMP)  ## CPU-sized run on real CIFAR-100-LT (γ=100): teacher, KD and 
 	$(PY) -m ltkd.train -m experiment=demo loss=kd,ltkd sweep_name=demo
 	$(PY) scripts/make_table.py multirun/demo --name demo --out multirun/demo
 
-reproduce-table: $(STAMP)  ## run a paper table's sweep (TABLE=cifar100_lt|tinyimagenet_lt|imagenet_lt|ablation|cifar100_lt_g100_resnet32x4_resnet8x4) and tabulate it
-	$(PY) -m ltkd.train -m experiment=table_$(TABLE) sweep_name=table_$(TABLE)_$(SCALE) $(if $(filter smoke,$(SCALE)),$(SMOKE_ARGS),)
+reproduce-table: $(STAMP)  ## run a paper table's sweep (TABLE=cifar100_lt|tinyimagenet_lt|imagenet_lt|ablation|cifar100_lt_g100_resnet32x4_resnet8x4) and tabulate it; JOBS=N runs N jobs at once (one device, teacher shared)
+	$(PY) -m ltkd.train -m experiment=table_$(TABLE) sweep_name=table_$(TABLE)_$(SCALE) $(if $(filter smoke,$(SCALE)),$(SMOKE_ARGS),) $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS),)
 	$(PY) scripts/make_table.py multirun/table_$(TABLE)_$(SCALE) --name $(TABLE)$(if $(filter smoke,$(SCALE)),_smoke,)
 
 table: $(STAMP)  ## tabulate any folder of runs: make table RUNS=multirun/<sweep> [NAME=...]
 	$(PY) scripts/make_table.py $(RUNS) $(if $(NAME),--name $(NAME),)
+
+wheelhouse: $(STAMP)  ## wheels for an offline GPU node: ltkd + what a PyTorch image lacks (WHEEL_PYTHON=3.12 WHEEL_PLATFORM=manylinux2014_x86_64 WHEEL_WITH=wandb)
+	$(PY) scripts/wheelhouse.py --out wheelhouse --python $(WHEEL_PYTHON) --platform $(WHEEL_PLATFORM) $(foreach w,$(WHEEL_WITH),--with $(w))
 
 bench: $(STAMP)  ## throughput of our training path vs the usual DataLoader loop on this machine
 	$(PY) scripts/bench.py $(BENCH_ARGS)

@@ -18,6 +18,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from omegaconf import DictConfig, OmegaConf
 
+from ltkd.deadline import parse_duration
 from ltkd.errors import ConfigError
 
 DatasetName = Literal["cifar100_lt", "tinyimagenet_lt", "imagenet_lt"]
@@ -107,6 +108,7 @@ class TrainerConfig:
     loader: Literal["auto", "device", "dataloader"] = "auto"
     num_workers: int = 4
     sync_bn: bool = False
+    time_limit: str | float | None = None  # wall-clock budget from the launch ("8m", "1h30m", seconds)
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,12 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 return None
             raise ConfigError(f"{key}: null is not allowed")
         inner = [o for o in options if o is not type(None)]
-        return _coerce(inner[0], value, key)
+        for option in inner[:-1]:  # the first type that accepts the value; the last one reports the error
+            try:
+                return _coerce(option, value, key)
+            except ConfigError:
+                pass
+        return _coerce(inner[-1], value, key)
     if origin is Literal:
         allowed = get_args(tp)
         for option in allowed:
@@ -339,6 +346,12 @@ def _validate(run: RunConfig) -> None:
     _require(tr.eval_every >= 1, f"trainer.eval_every: {tr.eval_every}; must be >= 1")
     _require(tr.checkpoint_every >= 1, f"trainer.checkpoint_every: {tr.checkpoint_every}; must be >= 1")
     _require(tr.num_workers >= 0, f"trainer.num_workers: {tr.num_workers}; must be >= 0")
+    if tr.time_limit is not None:
+        try:
+            parse_duration(tr.time_limit)
+        except ValueError:
+            raise ConfigError(f"trainer.time_limit: {tr.time_limit!r}; allowed: a positive duration such as 90s, "
+                              "8m, 1h30m, or seconds") from None
     _require(bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", tr.device)),
              f"trainer.device: '{tr.device}'; allowed: auto, cpu, cuda, cuda:N")
     if run.logger.name == "wandb":

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ltkd.checkpoint import load_checkpoint, save_checkpoint
 from ltkd.config import TrainerConfig
+from ltkd.deadline import STOP_MARGIN_S
 from ltkd.distillers import Distiller
 from ltkd.distributed import DistInfo, all_reduce_min, all_reduce_sum
 from ltkd.errors import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE, CheckpointError, LTKDError
@@ -33,7 +34,8 @@ SIGNAL_POLL_STEPS = 20  # under torchrun, how often the ranks agree on whether a
 
 
 class Preempted(Exception):
-    """SIGTERM, SIGUSR1 or SIGINT arrived; the stage saved a checkpoint (if it had begun) and stopped."""
+    """A stop signal arrived or the time limit ran out; the stage saved a checkpoint (if it had begun) and
+    stopped. `exit_code`: 130 for Ctrl-C, else 75 (re-run the same command to resume)."""
 
     def __init__(self, message: str, exit_code: int = PREEMPTED_EXIT_CODE) -> None:
         super().__init__(message)
@@ -64,11 +66,20 @@ class StageResult:
 
 
 class StopSignal:
-    """Records SIGTERM / SIGUSR1 (how Slurm announces preemption) and SIGINT (Ctrl-C) so the loop can stop
-    cleanly."""
+    """Records SIGTERM / SIGUSR1 (how Slurm announces preemption) and SIGINT (Ctrl-C), and carries the run's
+    deadline (time.time() at which trainer.time_limit runs out), so the loop can stop cleanly before either."""
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float | None = None) -> None:
         self.received: int | None = None
+        self.deadline = deadline
+
+    def reason(self) -> str | None:
+        """Why the loop should stop now ("stop signal", "time limit"), or None to go on."""
+        if self.received is not None:
+            return "stop signal"
+        if self.deadline is not None and time.time() >= self.deadline - STOP_MARGIN_S:
+            return "time limit"
+        return None
 
     @contextmanager
     def installed(self) -> Iterator[StopSignal]:
@@ -93,9 +104,11 @@ class StopSignal:
         return INTERRUPTED_EXIT_CODE if self.received == signal.SIGINT else PREEMPTED_EXIT_CODE
 
     def check(self, where: str) -> None:
-        """Outside the step loop (start-up, waiting for a teacher): raise Preempted if a signal arrived."""
-        if self.received is not None:
-            raise Preempted(f"stop signal {where}; re-run the same command to resume", self.exit_code)
+        """Outside the step loop (start-up, waiting for a teacher): raise Preempted if a signal arrived or the
+        time limit ran out."""
+        reason = self.reason()
+        if reason:
+            raise Preempted(f"{reason} {where}; re-run the same command to resume", self.exit_code)
 
 
 def build_optimizer(params: list[nn.Parameter], lr: float, trainer: TrainerConfig, runtime: Runtime):
@@ -184,14 +197,16 @@ class Stage:
         if self.dist.is_main:
             save_checkpoint(self.checkpoint_path, state)
 
-    def _stop_requested(self, step: int) -> bool:
-        """A signal arrived (on any rank: under torchrun the ranks agree every SIGNAL_POLL_STEPS steps)."""
+    def _stop_reason(self, step: int) -> str | None:
+        """Why to stop (a signal or the time limit, on any rank: under torchrun the ranks agree every
+        SIGNAL_POLL_STEPS steps), or None."""
+        reason = self.stop.reason()
         if not self.dist.enabled:
-            return self.stop.received is not None
+            return reason
         if step % SIGNAL_POLL_STEPS:
-            return False
-        flag = torch.tensor([0 if self.stop.received is None else 1], device=self.runtime.device)
-        return bool(all_reduce_sum(flag, self.dist).item())
+            return None
+        flag = torch.tensor([0 if reason is None else 1], device=self.runtime.device)
+        return (reason or "stop signal on another rank") if all_reduce_sum(flag, self.dist).item() else None
 
     # --- loop ------------------------------------------------------------------------------------
     def run(self, resume: bool) -> StageResult:
@@ -211,8 +226,9 @@ class Stage:
             train_stats = self._read_epoch_stats(epoch, sums)
             due = epoch % self.trainer.eval_every == 0 or epoch == epochs
             accuracy = self.evaluate() if due else None
-            tracker["wall"] += time.perf_counter() - started
-            record = {"epoch": epoch, **self._optimizer_settings(), **train_stats}
+            seconds = time.perf_counter() - started
+            tracker["wall"] += seconds
+            record = {"epoch": epoch, **self._optimizer_settings(), "time_s": seconds, **train_stats}
             self.scheduler.step()
             postfix = {"loss": f"{train_stats['train/loss']:.3f}"}
             if accuracy is not None:
@@ -266,9 +282,10 @@ class Stage:
             sums["steps"] += 1
             finite = torch.isfinite(loss)
             sums["bad_step"] = torch.where(finite | (sums["bad_step"] >= 0), sums["bad_step"], step)
-            if self._stop_requested(step):
+            reason = self._stop_reason(step)
+            if reason:
                 self._save(self._state(epoch, step + 1, sums, tracker))
-                raise Preempted(f"[{self.name}] stop signal: checkpoint saved at epoch {epoch}, "
+                raise Preempted(f"[{self.name}] {reason}: checkpoint saved at epoch {epoch}, "
                                 f"step {step + 1} in {self.checkpoint_path}; re-run the same command to resume",
                                 self.stop.exit_code)
         return sums

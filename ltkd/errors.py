@@ -4,8 +4,9 @@ from __future__ import annotations
 
 USER_ERROR_EXIT_CODE = 2  # a bad config value, dataset, checkpoint or run directory
 OUTPUT_ERROR_EXIT_CODE = 74  # EX_IOERR: an output could not be written (full disk, read-only directory)
-PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: SIGTERM/SIGUSR1, a checkpoint was saved; re-run the same command to resume
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: SIGTERM/SIGUSR1 or trainer.time_limit, a checkpoint was saved; re-run to resume
 INTERRUPTED_EXIT_CODE = 130  # Ctrl-C (SIGINT), a checkpoint was saved as for a preemption
+STOPPED_EXIT_CODES = (PREEMPTED_EXIT_CODE, INTERRUPTED_EXIT_CODE)  # stopped, not failed: re-running continues
 SWEEP_FAILED_EXIT_CODE = 1  # a sweep finished, but some of its jobs failed (its summary lists them)
 
 

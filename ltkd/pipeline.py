@@ -30,6 +30,7 @@ from ltkd.data import (
 )
 from ltkd.data.loaders import DataLoaderAdapter, DeviceLoader
 from ltkd.data.transforms import ImageSetDataset, build_transforms
+from ltkd.deadline import deadline_for
 from ltkd.distillers import Distiller, build_distiller
 from ltkd.distributed import (
     DistInfo,
@@ -111,6 +112,11 @@ class RunContext:
     def stage(self, name: str, module: Distiller, evaluated: nn.Module, arch: str, lr: float | None,
               checkpoint_path: Path, resume: bool):
         """Train `module` for one stage; returns the StageResult."""
+        return self.build_stage(name, module, evaluated, arch, lr, checkpoint_path).run(resume=resume)
+
+    def build_stage(self, name: str, module: Distiller, evaluated: nn.Module, arch: str, lr: float | None,
+                    checkpoint_path: Path) -> Stage:
+        """The training stage of `module` on this run's data, device and recipe (DDP / compile applied)."""
         cfg = self.cfg
         forward = module
         if self.dist.enabled:
@@ -120,11 +126,10 @@ class RunContext:
             forward = DistributedDataParallel(module, device_ids=ids)
         if cfg.trainer.compile:
             forward.compile()
-        stage = Stage(name, module, module.trainable_parameters(), train_loader=self.loader(True, name),
-                      evaluate=self.evaluator(evaluated), trainer=cfg.trainer, lr=cfg.stage_lr(arch, lr),
-                      runtime=self.runtime, checkpoint_path=checkpoint_path, logger=self.logger, stop=self.stop,
-                      dist=self.dist, forward=forward)
-        return stage.run(resume=resume)
+        return Stage(name, module, module.trainable_parameters(), train_loader=self.loader(True, name),
+                     evaluate=self.evaluator(evaluated), trainer=cfg.trainer, lr=cfg.stage_lr(arch, lr),
+                     runtime=self.runtime, checkpoint_path=checkpoint_path, logger=self.logger, stop=self.stop,
+                     dist=self.dist, forward=forward)
 
 
 def run(cfg: RunConfig, run_dir: Path, command: str = "", stop: StopSignal | None = None) -> dict[str, Any]:
@@ -154,21 +159,18 @@ def run(cfg: RunConfig, run_dir: Path, command: str = "", stop: StopSignal | Non
             raise ConfigError(f"trainer.batch_size: {cfg.trainer.batch_size} is the global batch; it must be "
                               f"divisible by the number of processes ({dist_info.world_size})")
     seed_everything(cfg.seed, cfg.deterministic)
-    ds = cfg.dataset
-    data = build_dataset(ds.name, cfg.data.root, imbalance_factor=ds.imbalance_factor, seed=ds.seed,
-                         download=cfg.data.download, n_max=ds.n_max, split_file=ds.split_file,
-                         test_split_file=ds.test_split_file)
-    if ds.max_test_per_class is not None:
-        data = dataclasses.replace(data, test=data.test.first_per_class(ds.max_test_per_class))
+    data = load_data(cfg)
     if cfg.trainer.batch_size > len(data.train):
         raise ConfigError(f"trainer.batch_size: {cfg.trainer.batch_size} exceeds the {len(data.train)} training "
                           f"images of {data.name} (γ={data.imbalance_factor:g}); must be <= {len(data.train)}")
-    groups = split_groups(data.train_counts, ds.group_fractions)
-    stop.check("during start-up")
+    groups = split_groups(data.train_counts, cfg.dataset.group_fractions)
     main = dist_info.is_main
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg.to_dict()).encode())
+    stop.deadline = deadline_for(cfg.trainer.time_limit)
+    if not dist_info.enabled:  # under torchrun the ranks agree on stopping inside the step loop
+        stop.check("during start-up")
     logger = build_logger(cfg, run_dir) if main else NullLogger()
     ctx = RunContext(cfg, run_dir, data, groups, runtime, logger, stop, dist_info)
     try:
@@ -229,6 +231,17 @@ def outputs_problem(run_dir: Path) -> str | None:
     return None
 
 
+def load_data(cfg: RunConfig) -> LongTailedData:
+    """The run's long-tailed training set and (optionally capped) balanced test set."""
+    ds = cfg.dataset
+    data = build_dataset(ds.name, cfg.data.root, imbalance_factor=ds.imbalance_factor, seed=ds.seed,
+                         download=cfg.data.download, n_max=ds.n_max, split_file=ds.split_file,
+                         test_split_file=ds.test_split_file)
+    if ds.max_test_per_class is not None:
+        data = dataclasses.replace(data, test=data.test.first_per_class(ds.max_test_per_class))
+    return data
+
+
 # --- stage 1: the teacher ------------------------------------------------------------------------
 
 def read_teacher_file(path: Path, arch: str, num_classes: int, key: dict | None = None) -> dict[str, Any]:
@@ -272,7 +285,7 @@ def obtain_teacher(ctx: RunContext, given: dict[str, Any] | None) -> tuple[nn.Mo
     final = content["final"] if trained else ctx.evaluator(teacher)().as_dict()
     best = content.get("best") or final
     report = {"final": final, "best": best, "best_epoch": content.get("best_epoch"),
-              "source": source, "wall_time_s": content.get("wall_time_s", 0.0)}
+              "source": source, "wall_time_s": content.get("wall_time_s", 0.0), "history": content.get("history", [])}
     return teacher, report
 
 
@@ -282,17 +295,23 @@ def read_cached_teacher(ctx: RunContext, cache: TeacherCache) -> dict[str, Any]:
     return content
 
 
+def teacher_distiller(ctx: RunContext, teacher: nn.Module) -> Distiller:
+    """The teacher's own training objective: cross-entropy on the long-tailed set."""
+    return build_distiller(TEACHER_CE, teacher, None, class_to_group=_loss_groups(ctx),
+                           train_counts=ctx.data.train_counts, input_size=ctx.data.image_size)
+
+
 def train_teacher(ctx: RunContext, teacher: nn.Module, cache: TeacherCache) -> dict[str, Any]:
     """Stage 1: cross-entropy on the long-tailed train set; the result is stored in the cache."""
     cfg = ctx.cfg
-    module = build_distiller(TEACHER_CE, teacher, None, class_to_group=_loss_groups(ctx),
-                             train_counts=ctx.data.train_counts, input_size=ctx.data.image_size)
+    module = teacher_distiller(ctx, teacher)
     ctx.logger.start("teacher", f"teacher-{cfg.teacher.arch}")
     result = ctx.stage("teacher", module, teacher, cfg.teacher.arch, cfg.teacher.lr, cache.training_checkpoint,
                        resume=True)
     content = {"arch": cfg.teacher.arch, "num_classes": ctx.data.num_classes, "key": cache.key,
                "state_dict": _plain_state(teacher), "final": result.final.as_dict(),
-               "best": result.best.as_dict(), "best_epoch": result.best_epoch, "wall_time_s": result.wall_time_s}
+               "best": result.best.as_dict(), "best_epoch": result.best_epoch, "wall_time_s": result.wall_time_s,
+               "history": result.history}
     if ctx.dist.is_main:
         save_checkpoint(cache.path, content)
         cache.training_checkpoint.unlink(missing_ok=True)

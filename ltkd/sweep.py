@@ -18,7 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from ltkd.checkpoint import atomic_write_bytes
-from ltkd.errors import SWEEP_FAILED_EXIT_CODE
+from ltkd.errors import STOPPED_EXIT_CODES, SWEEP_FAILED_EXIT_CODE
 
 OUTCOMES_DIR = ".job_outcomes"
 
@@ -43,18 +43,25 @@ def read_outcomes(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 class SweepSummary(Callback):
-    """Prints which jobs of a sweep failed and sets the exit status."""
+    """Prints which jobs of a sweep failed or stopped, and sets the exit status: SWEEP_FAILED_EXIT_CODE when a
+    job failed, else the stop status (75, or 130 for Ctrl-C) when a job stopped before finishing (a parallel
+    sweep's jobs each checkpoint and return on a time limit or signal; re-running the sweep continues)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         shutil.rmtree(Path(config.hydra.sweep.dir) / OUTCOMES_DIR, ignore_errors=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         outcomes = read_outcomes(Path(config.hydra.sweep.dir))
-        failed = [o for o in outcomes if o["status"] != 0]
-        print(f"sweep: {len(outcomes)} jobs, {len(outcomes) - len(failed)} succeeded, {len(failed)} failed",
-              file=sys.stderr if failed else sys.stdout)
-        for o in failed:
+        stopped = [o for o in outcomes if o["status"] in STOPPED_EXIT_CODES]
+        failed = [o for o in outcomes if o["status"] != 0 and o not in stopped]
+        done = len(outcomes) - len(failed) - len(stopped)
+        print(f"sweep: {len(outcomes)} jobs, {done} succeeded, {len(failed)} failed, {len(stopped)} stopped "
+              "before finishing", file=sys.stderr if failed or stopped else sys.stdout)
+        for o in failed + stopped:
             print(f"  job {o['job']} [{' '.join(o['overrides'])}] exit {o['status']}: {o['message']}",
                   file=sys.stderr)
         if failed:
             sys.exit(SWEEP_FAILED_EXIT_CODE)
+        if stopped:
+            print("re-run the same command to continue the stopped jobs", file=sys.stderr)
+            sys.exit(max(o["status"] for o in stopped))

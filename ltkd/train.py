@@ -17,7 +17,10 @@ def _stop_during_start_up(signum: int, _frame: object) -> None:
     raise SystemExit(INTERRUPTED_EXIT_CODE if signum == signal.SIGINT else PREEMPTED_EXIT_CODE)
 
 
-if __name__ == "__main__":  # before the slow imports: a signal during start-up exits with the stop status
+if __name__ == "__main__":  # before the slow imports: a signal during start-up exits with the stop status,
+    from ltkd.deadline import mark_launch  # and trainer.time_limit counts from here
+
+    mark_launch()
     signal.signal(signal.SIGTERM, _stop_during_start_up)
     signal.signal(signal.SIGINT, _stop_during_start_up)
 
@@ -35,10 +38,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ltkd.config import load_config, unknown_key_message
-from ltkd.errors import USER_ERROR_EXIT_CODE, LTKDError, OutputError
+from ltkd.errors import STOPPED_EXIT_CODES, USER_ERROR_EXIT_CODE, LTKDError, OutputError
 from ltkd.sweep import record_outcome
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+_PACKAGE = Path(__file__).resolve().parent
+# the installed wheel's copy; in a checkout ltkd/configs links to the top-level configs/ (used directly where a
+# copy of the checkout lost the link)
+CONFIG_DIR = str(_PACKAGE / "configs" if (_PACKAGE / "configs").is_dir() else _PACKAGE.parent / "configs")
 MAX_OVERRIDES_IN_NAME = 120  # longer override lists are cut and suffixed with their hash (file names <= 255)
 
 
@@ -84,7 +90,8 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> tuple[int, str]:
 
 def main(cfg: DictConfig) -> int:
     """One job. A single run exits with the job's status; a sweep's job records its outcome and returns, so
-    the sweep goes on (a stop signal still ends the whole sweep)."""
+    the sweep goes on. A stop (signal, time limit) ends a sequential sweep with its status; in a parallel
+    sweep every job stops and saves on its own, and `sweep.SweepSummary` sets the exit status."""
     hydra_cfg = HydraConfig.get()
     command = " ".join(["python -m ltkd.train", *hydra_cfg.overrides.task])
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -103,9 +110,15 @@ def main(cfg: DictConfig) -> int:
         print(message, file=sys.stderr)
     record_outcome(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, list(hydra_cfg.overrides.task), run_dir,
                    status, message)
-    if status in (PREEMPTED_EXIT_CODE, INTERRUPTED_EXIT_CODE):
-        sys.exit(status)
+    if status in STOPPED_EXIT_CODES and not in_parallel_worker():
+        sys.exit(status)  # a sequential sweep, a Slurm job (requeued)
     return status
+
+
+def in_parallel_worker() -> bool:
+    """Whether this job runs in a worker process of Hydra's joblib launcher (a sweep's jobs at once), where
+    exiting would make joblib kill the other jobs before they save."""
+    return "JoblibLauncher" in str(HydraConfig.get().launcher.get("_target_", ""))
 
 
 def hydra_error_line(exc: Exception) -> str:

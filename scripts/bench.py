@@ -7,10 +7,13 @@ LTKD) at batch 64 on CIFAR-100-LT γ=100, for
              fused SGD on CUDA, teacher under inference mode, no host sync in the step loop;
   reference: torchvision transforms on PIL images in DataLoader workers, fp32, loss.item() every step;
 plus one test-set evaluation pass each, and projects the wall time of 240 epochs (train + eval per epoch).
-Writes results/bench/<device>.json and .md.
+Then times every student loss of the headline row and N LTKD students training at once (N processes on
+one device) and projects the row's wall time (teacher + 5 students), sequential vs N parallel students, for
+the chosen mode (eager, or --compile). Writes results/bench/<device>.json and .md.
 
     python scripts/bench.py                       # whatever device is present
-    python scripts/bench.py --device cpu          # about a minute on 2 cores (3 steps, 200 test images)
+    python scripts/bench.py --device cpu          # a minute or two on 2 cores (3 steps, 200 test images)
+    python scripts/bench.py --parallel 5 --compile   # on a GPU: the row's projection with compiled steps
 """
 
 from __future__ import annotations
@@ -33,15 +36,14 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 from ltkd.config import load_config
-from ltkd.data import build_dataset, class_to_group, split_groups
+from ltkd.data import class_to_group, split_groups
 from ltkd.data.transforms import ImageSetDataset, build_transforms
-from ltkd.distillers import build_distiller
 from ltkd.engine import Stage, StopSignal
 from ltkd.evaluation import class_counts
 from ltkd.loggers import NullLogger
 from ltkd.losses import ltkd_loss
 from ltkd.models import create_model
-from ltkd.pipeline import TEACHER_CE, RunContext
+from ltkd.pipeline import RunContext, load_data, student_distiller, teacher_distiller
 from ltkd.runtime import resolve_runtime
 from ltkd.train import CONFIG_DIR
 
@@ -63,35 +65,40 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
 
 # --- ours: the real training path (RunContext + Stage) --------------------------------------------
 
-def bench_ours(ctx: RunContext, task: str, steps: int, warmup: int, eval_images: int) -> dict:
-    cfg, data = ctx.cfg, ctx.data
-    groups = class_to_group(split_groups(data.train_counts, cfg.loss.group_fractions), data.num_classes)
+def training_stage(ctx: RunContext, task: str) -> tuple[Stage, torch.nn.Module]:
+    """The real stage for `task` ("teacher": CE on the teacher; else the student with ctx's loss) and the
+    model it evaluates."""
+    cfg = ctx.cfg
     teacher = ctx.new_model(cfg.teacher.arch, "teacher")
     if task == "teacher":
-        module, evaluated = build_distiller(TEACHER_CE, teacher, None, class_to_group=groups.to(ctx.runtime.device),
-                                            train_counts=data.train_counts, input_size=data.image_size), teacher
+        module, evaluated, arch = teacher_distiller(ctx, teacher), teacher, cfg.teacher.arch
     else:
-        student = ctx.new_model(cfg.student.arch, "student")
-        module = build_distiller(cfg.loss, student, teacher, class_to_group=groups.to(ctx.runtime.device),
-                                 train_counts=data.train_counts, input_size=data.image_size)
-        evaluated = student
-    ctx.prepare(module)
-    if cfg.trainer.compile:
-        module.compile()
-    stage = Stage(task, module, module.trainable_parameters(), train_loader=ctx.loader(True, "student"),
-                  evaluate=lambda: None, trainer=cfg.trainer, lr=cfg.trainer.lr, runtime=ctx.runtime,
-                  checkpoint_path=Path(tempfile.gettempdir()) / "ltkd-bench.ckpt", logger=NullLogger(),
-                  stop=StopSignal())
-    loader = stage.train_loader
-    loader.max_steps = warmup
-    timed(lambda: stage.train_epoch(1, 0, None, {}), ctx.runtime.device)
-    loader.max_steps = steps
-    seconds = timed(lambda: stage.train_epoch(2, 0, None, {}), ctx.runtime.device)
+        module = student_distiller(ctx, teacher.eval())
+        evaluated, arch = module.student, cfg.student.arch
+    checkpoint = Path(tempfile.gettempdir()) / "ltkd-bench.ckpt"
+    return ctx.build_stage(task, module, evaluated, arch, None, checkpoint), evaluated
+
+
+def time_steps(stage: Stage, steps: int, epoch: int, device: torch.device) -> float:
+    """Seconds for `steps` training steps of the stage (device-synchronised)."""
+    stage.train_loader.max_steps = steps
+    return timed(lambda: stage.train_epoch(epoch, 0, None, {}), device)
+
+
+def train_images_per_s(ctx: RunContext, task: str, steps: int, warmup: int) -> tuple[float, torch.nn.Module]:
+    """Training throughput of `task` after `warmup` untimed steps, and the model it evaluates."""
+    stage, evaluated = training_stage(ctx, task)
+    time_steps(stage, warmup, 1, ctx.runtime.device)
+    return steps * ctx.cfg.trainer.batch_size / time_steps(stage, steps, 2, ctx.runtime.device), evaluated
+
+
+def bench_ours(ctx: RunContext, task: str, steps: int, warmup: int, eval_images: int) -> dict:
+    images_per_s, evaluated = train_images_per_s(ctx, task, steps, warmup)
+    device, data = ctx.runtime.device, ctx.data
     test = ctx.loader(False, "eval")
     eval_s = timed(lambda: class_counts(evaluated, _limit(test, eval_images),
-                                        data.num_classes, ctx.runtime.autocast), ctx.runtime.device)
-    return {"images_per_s": steps * cfg.trainer.batch_size / seconds,
-            "eval_s": eval_s * len(data.test) / min(eval_images, len(data.test))}
+                                        data.num_classes, ctx.runtime.autocast), device)
+    return {"images_per_s": images_per_s, "eval_s": eval_s * len(data.test) / min(eval_images, len(data.test))}
 
 
 def _limit(batches, images: int):
@@ -161,6 +168,88 @@ def bench_reference(ctx: RunContext, task: str, steps: int, warmup: int, eval_im
             "eval_s": eval_s * len(test_set) / len(subset)}
 
 
+# --- the headline row: teacher + five students, sequential vs parallel --------------------------
+
+ROW_LOSSES = ("ce", "kd", "dkd", "reviewkd", "ltkd")
+
+
+def make_context(args: argparse.Namespace, loss: str, data=None) -> RunContext:
+    """The benchmark's run context: CIFAR-100-LT γ=100, resnet32x4 -> resnet8x4, `loss`."""
+    overrides = [f"loss={loss}", "logger=none", f"trainer.device={args.device}", f"data.root={args.data_root}",
+                 "data.download=false", "dataset.imbalance_factor=100", f"trainer.compile={args.compile}",
+                 *args.overrides]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = load_config(compose("train", overrides=overrides))
+    data = data if data is not None else load_data(cfg)
+    return RunContext(cfg, Path(tempfile.mkdtemp()), data, split_groups(data.train_counts, cfg.dataset.group_fractions),
+                      resolve_runtime(cfg.trainer), NullLogger(), StopSignal())
+
+
+def _parallel_worker(args: argparse.Namespace, steps: int, warmup: int, barrier, queue) -> None:
+    """One of N concurrent LTKD students: warm up, wait for the others, time `steps` steps."""
+    ctx = make_context(args, "ltkd")
+    stage, _ = training_stage(ctx, "student")
+    time_steps(stage, warmup, 1, ctx.runtime.device)
+    barrier.wait()
+    queue.put(steps * ctx.cfg.trainer.batch_size / time_steps(stage, steps, 2, ctx.runtime.device))
+
+
+def concurrent_images_per_s(args: argparse.Namespace, n: int, steps: int, warmup: int) -> list[float]:
+    """images/s of each of `n` LTKD students training at the same time, each in its own process."""
+    mp = torch.multiprocessing.get_context("spawn")
+    barrier, queue = mp.Barrier(n), mp.Queue()
+    procs = [mp.Process(target=_parallel_worker, args=(args, steps, warmup, barrier, queue)) for _ in range(n)]
+    for proc in procs:
+        proc.start()
+    rates = [queue.get(timeout=900) for _ in procs]
+    for proc in procs:
+        proc.join()
+    return rates
+
+
+def project_row(ctx: RunContext, args: argparse.Namespace, results: dict, steps: int, warmup: int,
+                parallel: int) -> dict:
+    """Measure each student loss and N concurrent students briefly; project the row's wall time for 240
+    epochs, sequential (teacher, then one student after another) and parallel (teacher, then the students N
+    at a time sharing the device: their total work at the measured concurrent throughput, and never less
+    than the longest student alone). Process start-up and data loading (seconds) are not included."""
+    train_images, ltkd = len(ctx.data.train), results["distill/ours"]  # LTKD measured already
+    students = {}
+    for loss in ROW_LOSSES:  # the same student architecture: one evaluation time for all
+        print(f"timing student {loss} ...", flush=True)
+        rate = ltkd["images_per_s"] if loss == "ltkd" else \
+            train_images_per_s(make_context(args, loss, ctx.data), "student", steps, warmup)[0]
+        students[loss] = {"images_per_s": rate, "eval_s": ltkd["eval_s"]}
+    print(f"timing {parallel} LTKD students at once ...", flush=True)
+    rates = concurrent_images_per_s(args, parallel, steps, warmup)
+    speedup = sum(rates) / ltkd["images_per_s"]
+    teacher_min = projected_minutes(results["teacher/ours"], train_images)
+    student_min = {loss: projected_minutes(r, train_images) for loss, r in students.items()}
+    return {"epochs": EPOCHS, "parallel": parallel, "compile": args.compile, "students": students,
+            "timed_steps": steps, "concurrent_images_per_s": rates, "parallel_speedup": speedup,
+            "teacher_min": teacher_min, "student_min": student_min,
+            **row_wall_times(teacher_min, list(student_min.values()), speedup)}
+
+
+def row_wall_times(teacher_min: float, student_min: list[float], speedup: float) -> dict[str, float]:
+    """The row's wall time: the teacher, then the students one after another, or sharing the device at
+    `speedup` times one student's throughput (never faster than the longest student alone)."""
+    total = sum(student_min)
+    return {"sequential_min": teacher_min + total,
+            "parallel_min": teacher_min + max(total / max(speedup, 1e-9), max(student_min))}
+
+
+def row_lines(row: dict) -> list[str]:
+    mode = "compiled" if row["compile"] else "eager"
+    lines = [f"Headline row ({row['epochs']} epochs, {mode}): teacher {row['teacher_min']:.1f} min; students "
+             + ", ".join(f"{loss} {m:.1f}" for loss, m in row["student_min"].items()) + " min.",
+             f"{row['parallel']} students at once: {row['parallel_speedup']:.2f}x the throughput of one.", "",
+             "| execution | projected row wall time (min) |", "|---|---|",
+             f"| sequential | {row['sequential_min']:.1f} |",
+             f"| {row['parallel']} students in parallel | {row['parallel_min']:.1f} |"]
+    return lines
+
+
 # --- report ---------------------------------------------------------------------------------------
 
 def device_label(device: torch.device) -> str:
@@ -182,24 +271,20 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=None, help="reference DataLoader workers")
     parser.add_argument("--compile", action="store_true", help="torch.compile our path")
     parser.add_argument("--data-root", default=os.environ.get("LTKD_DATA", "./data"))
+    parser.add_argument("--parallel", type=int, default=None,
+                        help="students run at once in the projected row (default 5 on GPU, 2 on CPU)")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    parser.add_argument("overrides", nargs="*", help="config overrides for our path (e.g. pair=..., dataset.n_max=12)")
     args = parser.parse_args()
 
-    overrides = ["loss=ltkd", "logger=none", f"trainer.device={args.device}", f"data.root={args.data_root}",
-                 "data.download=false", "dataset.imbalance_factor=100", f"trainer.compile={args.compile}"]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = load_config(compose("train", overrides=overrides))
-    runtime = resolve_runtime(cfg.trainer)
-    gpu = runtime.is_cuda
+    ctx = make_context(args, "ltkd")
+    gpu = ctx.runtime.is_cuda
     steps = args.steps or (200 if gpu else 3)
     warmup = args.warmup if args.warmup is not None else (30 if gpu else 1)
     eval_images = args.eval_images or (10_000 if gpu else 200)
     workers = args.workers if args.workers is not None else min(8, os.cpu_count() or 1)
-    ds = cfg.dataset
-    data = build_dataset(ds.name, cfg.data.root, imbalance_factor=ds.imbalance_factor, seed=ds.seed,
-                         download=False)
-    groups = split_groups(data.train_counts, ds.group_fractions)
-    ctx = RunContext(cfg, Path(tempfile.mkdtemp()), data, groups, runtime, NullLogger(), StopSignal())
+    parallel = args.parallel or (len(ROW_LOSSES) if gpu else 2)
+    cfg, data, runtime = ctx.cfg, ctx.data, ctx.runtime
     results: dict[str, dict] = {}
     for task in ("teacher", "distill"):
         for path_name, fn in (("ours", lambda t=task: bench_ours(ctx, t, steps, warmup, eval_images)),
@@ -209,6 +294,8 @@ def main() -> int:
             r = fn()
             r["projected_240_epochs_min"] = projected_minutes(r, len(data.train))
             results[f"{task}/{path_name}"] = r
+    row_steps = steps if gpu else 1  # per student loss and per concurrent student (keeps the CPU run short)
+    row = project_row(ctx, args, results, row_steps, warmup, parallel)
     for task in ("teacher", "distill"):
         results[f"{task}/speedup"] = {
             "train": results[f"{task}/ours"]["images_per_s"] / results[f"{task}/reference"]["images_per_s"],
@@ -222,9 +309,10 @@ def main() -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "settings": {"steps": steps, "warmup": warmup, "eval_images": eval_images, "reference_workers": workers,
                      "batch_size": cfg.trainer.batch_size, "bf16": runtime.bf16,
-                     "channels_last": runtime.channels_last, "compile": args.compile,
+                     "channels_last": runtime.channels_last, "compile": args.compile, "parallel": parallel,
                      "train_images": len(data.train), "teacher": cfg.teacher.arch, "student": cfg.student.arch},
         "results": results,
+        "row_projection": row,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{label}.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -242,6 +330,7 @@ def main() -> int:
     for task in ("teacher", "distill"):
         s = results[f"{task}/speedup"]
         md.append(f"- {task}: training {s['train']:.2f}x, whole epoch incl. eval {s['epoch_incl_eval']:.2f}x")
+    md += ["", *row_lines(row)]
     (args.out / f"{label}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0 if all(math.isfinite(r["images_per_s"]) for k, r in results.items() if "/speedup" not in k) else 1

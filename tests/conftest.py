@@ -6,11 +6,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from ltkd.train import CONFIG_DIR
 from tests.fakedata import write_fake_cifar100
+from tests.offline import build_wheelhouse, torch_image_python
+
+# The CUDA self-check (`pytest -m cuda`): these tests skip where there is no CUDA device.
+CUDA_ONLY = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 TOY = [
     "trainer=smoke",
@@ -50,3 +55,19 @@ def compose_toy(fake_cifar_root: Path, shared_teacher_cache: Path) -> Callable[.
             return compose("train", overrides=toy_overrides(fake_cifar_root, shared_teacher_cache, *overrides))
 
     return _compose
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`scripts/wheelhouse.py`'s wheels for this machine (built once; skips where no package index answers)."""
+    out = tmp_path_factory.mktemp("wheelhouse")
+    proc = build_wheelhouse(out)
+    if proc.returncode != 0:
+        pytest.skip(f"could not build the wheelhouse (no package index?): {proc.stderr.strip()[-300:]}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def torch_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The python of a stand-in for a stock PyTorch GPU image (torch, no Hydra, no ltkd)."""
+    return torch_image_python(tmp_path_factory.mktemp("torch-image"))

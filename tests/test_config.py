@@ -83,6 +83,8 @@ def test_light_architectures_get_their_own_lr(tmp_path: Path):
       for key in ("loss.temperature", "loss.alpha", "loss.beta", "loss.ce_weight", "loss.logit_adjust_tau",
                   "trainer.lr", "trainer.weight_decay", "trainer.momentum", "teacher.lr")],
     ("loss.alpha=nan", "loss.alpha: expected a finite number, got nan"),
+    ("trainer.time_limit=8x", "trainer.time_limit: '8x'; allowed: a positive duration such as 90s, 8m, 1h30m"),
+    ("trainer.time_limit=0", "trainer.time_limit: 0.0; allowed: a positive duration"),
 ])
 def test_bad_values_name_field_value_and_allowed(override: str, message: str, tmp_path: Path):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):

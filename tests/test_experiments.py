@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from hydra import compose, initialize_config_dir
 
 from ltkd import pipeline
 from ltkd.config import load_config
+from ltkd.engine import PREEMPTED_EXIT_CODE
 from ltkd.errors import CheckpointError
 from ltkd.train import CONFIG_DIR
 from tests.conftest import toy_overrides
@@ -208,3 +211,41 @@ def test_wandb_records_job_group_tags_metrics_and_charts_offline_without_credent
     for key in (b"student", b"student/test/overall", b"student/train/loss_kd", b"student/per_class_chart",
                 b"teacher/per_class", b"teacher/tail"):
         assert key in student_log, key
+
+
+PARALLEL = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+
+
+def toy_multirun(data_root: Path, tmp_path: Path, name: str, *overrides: str, env_extra: dict | None = None):
+    args = ["-m", *toy_overrides(data_root, tmp_path / f"{name}-cache", "loss=kd,ltkd", "deterministic=true",
+                                 f"hydra.sweep.dir={tmp_path / name}", *overrides)]
+    return run_cli(*args, cwd=tmp_path, env_extra=env_extra, timeout=600)
+
+
+def sweep_metrics(sweep: Path) -> dict[str, dict]:
+    found = (json.loads(p.read_text()) for p in sweep.rglob("metrics.json"))
+    return {m["loss"]: {who: m[who]["final"] for who in ("teacher", "student")} for m in found}
+
+
+def test_parallel_multirun_trains_the_teacher_once_and_matches_the_sequential_one(fake_cifar_root: Path,
+                                                                                  tmp_path: Path):
+    sequential = toy_multirun(fake_cifar_root, tmp_path, "sequential")
+    parallel = toy_multirun(fake_cifar_root, tmp_path, "parallel", *PARALLEL)
+    assert sequential.returncode == 0 and parallel.returncode == 0, parallel.stderr[-2000:]
+    assert "Joblib.Parallel(n_jobs=2" in parallel.stdout  # the jobs really ran in two worker processes
+    assert parallel.stdout.count("loaded from cache") == 1  # one job trained the teacher, the other loaded it
+    assert len(list((tmp_path / "parallel-cache").glob("*.pt"))) == 1
+    expected = sweep_metrics(tmp_path / "sequential")
+    assert set(expected) == {"kd", "ltkd"} and sweep_metrics(tmp_path / "parallel") == expected
+
+
+def test_parallel_multirun_honours_the_time_limit_in_every_job(fake_cifar_root: Path, tmp_path: Path):
+    long = ["trainer.epochs=300", "trainer.time_limit=30s"]  # 300 epochs need minutes; the budget stops them
+    started = time.monotonic()
+    proc = toy_multirun(fake_cifar_root, tmp_path, "budget", *PARALLEL, *long)
+    assert proc.returncode == PREEMPTED_EXIT_CODE, proc.stderr[-2000:]
+    assert time.monotonic() - started < 30
+    stops = re.findall(r"time limit(?:: checkpoint saved| during start-up| while waiting)", proc.stderr)
+    assert len(stops) == 2, proc.stderr[-3000:]  # each job stopped on the budget itself
+    assert "2 jobs, 0 succeeded, 0 failed, 2 stopped before finishing" in proc.stderr
+    assert not list((tmp_path / "budget").rglob("metrics.json"))

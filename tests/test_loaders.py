@@ -13,9 +13,10 @@ from torchvision import transforms as T
 
 from ltkd.data import ImageSet, ImageSetDataset, build_transforms
 from ltkd.data.loaders import DataLoaderAdapter, DeviceLoader, _sample_crop_flip, random_crop_flip
+from tests.conftest import CUDA_ONLY
 
 MEAN, STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
-DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA_ONLY)]
 KINDS = ["device", "adapter"]
 
 
@@ -73,9 +74,12 @@ def identify(outputs: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     return index
 
 
-def test_crop_offsets_uniform_flip_half_and_independent():
+@pytest.mark.parametrize("device", DEVICES)
+def test_crop_offsets_uniform_flip_half_and_independent(device):
     n, pad = 20_000, 4
-    dy, dx, flip = _sample_crop_flip(n, pad, torch.Generator().manual_seed(0), "cpu")
+    params = _sample_crop_flip(n, pad, torch.Generator(device).manual_seed(0), device)
+    assert all(p.device.type == device for p in params)
+    dy, dx, flip = (p.cpu() for p in params)
     assert dy.dtype == dx.dtype == torch.int64 and flip.dtype == torch.bool
     for offsets in (dy, dx):
         assert offsets.min() == 0 and offsets.max() == 2 * pad
@@ -98,11 +102,13 @@ def test_random_crop_flip_equals_pad_and_slice(device, pad):
         assert torch.equal(out[i], crop.flip(-1) if flip[i] else crop)
 
 
-def test_random_crop_flip_matches_torchvision_distribution():
+@pytest.mark.parametrize("device", DEVICES)
+def test_random_crop_flip_matches_torchvision_distribution(device):
     k, pad = 2430, 4
     image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
     candidates = crop_flip_candidates(image, pad)
-    ours = random_crop_flip(image.expand(k, -1, -1, -1), pad, torch.Generator().manual_seed(0))
+    ours = random_crop_flip(image.expand(k, -1, -1, -1).to(device), pad, torch.Generator(device).manual_seed(0))
+    ours = ours.cpu()
     reference = T.Compose([T.RandomCrop(32, padding=pad), T.RandomHorizontalFlip(), T.PILToTensor()])
     pil = Image.fromarray(image.permute(1, 2, 0).numpy())
     with torch.random.fork_rng(devices=()):
@@ -250,9 +256,9 @@ def test_reference_loader_crops_reproducible_across_workers():
             identify(image[None], crop_flip_candidates(images[label], 4))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_device_loader_iteration_never_syncs():
-    loader = make_loader("device", 50, batch_size=8, train=True, device="cuda", channels_last=True)
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=CUDA_ONLY)])
+def test_device_loader_iteration_never_syncs(device):
+    loader = make_loader("device", 50, batch_size=8, train=True, device=device, channels_last=True)
     list(loader)
     torch.cuda.set_sync_debug_mode("error")
     try:

@@ -1,0 +1,114 @@
+"""The CUDA self-check (`pytest -m cuda`, skipped without CUDA; under 90 s on one GPU): every loss trains
+through the real stage with bf16 autocast, channels_last and fused SGD without a host sync in the step loop,
+evaluation agrees with the CPU, a CUDA checkpoint resumes, and trainer.compile=true trains. The device
+loader's CUDA distribution checks are in test_loaders.py (same tests as on the CPU)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ltkd.checkpoint import load_checkpoint
+from ltkd.config import load_config
+from ltkd.data import split_groups
+from ltkd.data.loaders import DeviceLoader
+from ltkd.engine import Preempted, Stage, StopSignal
+from ltkd.loggers import NullLogger
+from ltkd.models import create_model
+from ltkd.pipeline import RunContext, load_data, student_distiller
+from ltkd.runtime import Runtime, resolve_runtime
+from tests.conftest import CUDA_ONLY
+
+pytestmark = CUDA_ONLY
+
+LOSSES = {"ce": ["loss=ce"], "kd": ["loss=kd"], "dkd": ["loss=dkd"], "reviewkd": ["loss=reviewkd"],
+          "ltkd-batch": ["loss=ltkd", "loss.rebalance=batch"], "ltkd-ema": ["loss=ltkd", "loss.rebalance=ema"]}
+
+
+def cuda_context(compose_toy, run_dir: Path, *overrides: str) -> RunContext:
+    cfg = load_config(compose_toy("trainer.device=cuda", "loss.warmup_epochs=0", *overrides))
+    data = load_data(cfg)
+    return RunContext(cfg, run_dir, data, split_groups(data.train_counts, cfg.dataset.group_fractions),
+                      resolve_runtime(cfg.trainer), NullLogger(), StopSignal())
+
+
+def student_stage(ctx: RunContext, checkpoint: Path) -> tuple[Stage, torch.nn.Module]:
+    teacher = ctx.new_model(ctx.cfg.teacher.arch, "teacher").eval()
+    distiller = student_distiller(ctx, teacher)
+    student = distiller.student
+    return ctx.build_stage("student", distiller, student, ctx.cfg.student.arch, None, checkpoint), student
+
+
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_every_loss_trains_in_bf16_channels_last_fused_without_host_sync(loss: str, compose_toy, tmp_path: Path):
+    ctx = cuda_context(compose_toy, tmp_path, *LOSSES[loss])
+    assert ctx.runtime.bf16 and ctx.runtime.channels_last
+    stage, student = student_stage(ctx, tmp_path / "student.ckpt")
+    assert stage.optimizer.defaults["fused"] and next(student.parameters()).is_cuda
+    train = ctx.data.train  # one fixed batch of 64 images (no crop padding; only flips vary), a step per epoch
+    stage.train_loader = DeviceLoader(train.images[:64], train.labels[:64], batch_size=64, train=True,
+                                      mean=ctx.data.mean, std=ctx.data.std, pad=0, device="cuda",
+                                      channels_last=True)
+    sums = [stage.train_epoch(1, 0, None, {})]  # warm-up: lazy CUDA initialisation, cuDNN autotuning
+    torch.cuda.set_sync_debug_mode("error")  # any host synchronisation in the step loop raises
+    try:
+        sums += [stage.train_epoch(epoch, 0, None, {}) for epoch in range(2, 21)]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    losses = [stage._read_epoch_stats(epoch, s)["train/loss"] for epoch, s in enumerate(sums, 1)]
+    assert all(math.isfinite(v) for v in losses), losses
+    assert sum(losses[-3:]) < sum(losses[:3]), losses  # the loss falls on the fixed batch
+
+
+def logits_on(ctx: RunContext, model: torch.nn.Module) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad(), ctx.runtime.autocast():
+        return torch.cat([model(x)[0].float().cpu() for x, _ in ctx.loader(train=False, stage="eval")])
+
+
+def test_cuda_evaluation_agrees_with_the_cpu(compose_toy, tmp_path: Path):
+    ctx = cuda_context(compose_toy, tmp_path, "loss=ce")
+    stage, student = student_stage(ctx, tmp_path / "student.ckpt")
+    stage.run(resume=False)  # trained a little, so predictions are not all one class
+    cpu_ctx = dataclasses.replace(ctx, runtime=Runtime(torch.device("cpu"), bf16=False, channels_last=False))
+    cpu_model = create_model(ctx.cfg.student.arch, ctx.data.num_classes)
+    cpu_model.load_state_dict({k: v.cpu() for k, v in student.state_dict().items()})
+    on_gpu, on_cpu = logits_on(ctx, student), logits_on(cpu_ctx, cpu_model)
+    tolerance = 0.05 * float(on_cpu.abs().max())  # bf16 autocast: a few per cent of the logit scale
+    assert float((on_gpu - on_cpu).abs().max()) <= tolerance
+    top2 = on_cpu.topk(2, dim=1).values
+    near_ties = 100.0 * float((top2[:, 0] - top2[:, 1] < 2 * tolerance).float().mean())
+    gpu_acc, cpu_acc = ctx.evaluator(student)(), cpu_ctx.evaluator(cpu_model)()
+    assert abs(gpu_acc.overall - cpu_acc.overall) <= near_ties + 1e-9  # only near-ties may flip
+
+
+def test_a_cuda_checkpoint_resumes(compose_toy, tmp_path: Path, capsys):
+    ctx = cuda_context(compose_toy, tmp_path, "loss=ltkd", "loss.rebalance=ema", "trainer.epochs=3",
+                       "trainer.lr_milestones=[2]")
+    checkpoint = tmp_path / "student.ckpt"
+    stopped, _ = student_stage(dataclasses.replace(ctx, stop=StopSignal(deadline=time.time())), checkpoint)
+    with pytest.raises(Preempted):
+        stopped.run(resume=False)
+    saved = load_checkpoint(checkpoint)
+    assert saved["skip_steps"] == 1 and "cuda" in saved["rng"] and saved["partial"]["loss_terms"].is_cuda
+    resumed, _ = student_stage(ctx, checkpoint)
+    result = resumed.run(resume=True)
+    assert "resuming from" in capsys.readouterr().out
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    assert all(math.isfinite(r["train/loss"]) for r in result.history)
+
+
+@pytest.mark.skipif(not any(map(shutil.which, ("cc", "gcc", "clang"))),
+                    reason="torch.compile's Triton kernels need a C compiler, and this machine has none")
+def test_compile_trains_a_step(compose_toy, tmp_path: Path):
+    ctx = cuda_context(compose_toy, tmp_path, "loss=ce", "trainer.compile=true", "trainer.max_steps_per_epoch=2")
+    stage, _ = student_stage(ctx, tmp_path / "student.ckpt")
+    assert stage.forward._compiled_call_impl is not None
+    stats = stage._read_epoch_stats(1, stage.train_epoch(1, 0, None, {}))
+    assert math.isfinite(stats["train/loss"])

@@ -1,0 +1,97 @@
+"""trainer.time_limit: budgets parse, the loop checkpoints and stops (exit 75) before the budget runs out, and
+re-running continues exactly; a parallel multirun honours the budget in every job."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ltkd.checkpoint import load_checkpoint
+from ltkd.config import LossConfig, load_config
+from ltkd.data import class_to_group, split_groups
+from ltkd.data.loaders import DeviceLoader
+from ltkd.deadline import LAUNCH_TIME_ENV, STOP_MARGIN_S, parse_duration
+from ltkd.distillers import build_distiller
+from ltkd.engine import PREEMPTED_EXIT_CODE, Preempted, Stage, StopSignal
+from ltkd.loggers import NullLogger
+from ltkd.models import create_model
+from ltkd.runtime import Runtime
+from tests.conftest import toy_overrides
+from tests.test_fast_path import CLASSES, MEAN, STD, toy_problem
+from tests.test_train import run_cli
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("8m", 480), ("90s", 90), ("1h30m", 5400), ("1.5m", 90), (480, 480),
+                                               ("480", 480), ("2h", 7200)])
+def test_durations_parse(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "m", "8x", "-5", 0, "5m3h"])
+def test_bad_durations_are_refused(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_stop_reason_honours_the_margin_before_the_deadline():
+    assert StopSignal().reason() is None
+    assert StopSignal(deadline=time.time() + STOP_MARGIN_S + 60).reason() is None
+    assert StopSignal(deadline=time.time() + STOP_MARGIN_S - 1).reason() == "time limit"
+    signalled = StopSignal(deadline=time.time() + 3600)
+    signalled.received = signal.SIGTERM
+    assert signalled.reason() == "stop signal"
+
+
+def toy_stage(cfg, checkpoint: Path, stop: StopSignal) -> Stage:
+    """A CE stage of resnet8 on a small toy problem, seeded identically every time."""
+    runtime = Runtime(torch.device("cpu"), bf16=False, channels_last=False)
+    torch.manual_seed(0)
+    model = create_model("resnet8", CLASSES)
+    groups = split_groups([1] * CLASSES)
+    module = build_distiller(LossConfig(name="ce"), model, None, class_to_group=class_to_group(groups, CLASSES),
+                             train_counts=[1] * CLASSES, input_size=32)
+    train, test = toy_problem(8, seed=0), toy_problem(2, seed=1)
+    loader = DeviceLoader(train.images, train.labels, batch_size=16, train=True, mean=MEAN, std=STD, pad=4,
+                          device="cpu", seed=0)
+    test_batches = DeviceLoader(test.images, test.labels, batch_size=100, train=False, mean=MEAN, std=STD, pad=0,
+                                device="cpu")
+    from ltkd.evaluation import accuracy_from_counts, class_counts
+
+    def evaluate():
+        return accuracy_from_counts(*class_counts(model, test_batches, CLASSES, runtime.autocast), groups)
+
+    return Stage("teacher", module, module.trainable_parameters(), train_loader=loader, evaluate=evaluate,
+                 trainer=cfg.trainer, lr=0.05, runtime=runtime, checkpoint_path=checkpoint, logger=NullLogger(),
+                 stop=stop)
+
+
+def test_time_limit_saves_mid_epoch_and_the_rerun_continues_exactly(compose_toy, tmp_path: Path):
+    cfg = load_config(compose_toy("trainer.epochs=2", "trainer.lr_milestones=[1]",
+                                  "trainer.max_steps_per_epoch=null"))
+    reference = toy_stage(cfg, tmp_path / "reference.ckpt", StopSignal()).run(resume=False)
+    checkpoint = tmp_path / "budgeted.ckpt"
+    with pytest.raises(Preempted, match=r"time limit: checkpoint saved at epoch 1, step 1 "):
+        toy_stage(cfg, checkpoint, StopSignal(deadline=time.time())).run(resume=False)
+    assert load_checkpoint(checkpoint)["skip_steps"] == 1
+    resumed = toy_stage(cfg, checkpoint, StopSignal()).run(resume=True)
+    assert resumed.final == reference.final
+    untimed = [[{k: v for k, v in r.items() if k != "time_s"} for r in result.history]
+               for result in (resumed, reference)]
+    assert untimed[0] == untimed[1] and all(r["time_s"] > 0 for r in reference.history)
+
+
+def test_spent_budget_exits_75_and_rerunning_continues_in_the_same_run_dir(fake_cifar_root: Path, tmp_path: Path):
+    args = toy_overrides(fake_cifar_root, tmp_path / "cache", "loss=kd", f"paths.output_root={tmp_path / 'out'}")
+    spent = {LAUNCH_TIME_ENV: repr(time.time() - 3600)}
+    stopped = run_cli(*args, "trainer.time_limit=1h", cwd=tmp_path, env_extra=spent)
+    assert stopped.returncode == PREEMPTED_EXIT_CODE, stopped.stderr[-2000:]
+    assert "time limit during start-up" in stopped.stderr and "Traceback" not in stopped.stderr
+    (run_dir,) = {p.parent for p in (tmp_path / "out").rglob("config.yaml")}
+    assert not (run_dir / "metrics.json").exists()
+    finished = run_cli(*args, cwd=tmp_path)  # no budget now: the same run directory, completed
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert (run_dir / "metrics.json").exists()
