@@ -279,7 +279,8 @@ def unknown_key_message(full_key: str) -> str:
 
 MAX_SEED = 2**32 - 1  # numpy's limit; torch takes the stage seeds derived from it (seed * 1009 + 1)
 NOT_IDENTITY = ("data", "logger", "paths", "debug", "resume", "sweep_name", "experiment", "trainer.device",
-                "trainer.compile", "trainer.num_workers", "trainer.eval_batch_size", "trainer.checkpoint_every")
+                "trainer.compile", "trainer.num_workers", "trainer.eval_batch_size", "trainer.checkpoint_every",
+                "trainer.time_limit")
 
 
 def run_identity(config: dict[str, Any]) -> dict[str, Any]:

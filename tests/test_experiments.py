@@ -245,7 +245,7 @@ def test_parallel_multirun_honours_the_time_limit_in_every_job(fake_cifar_root: 
     proc = toy_multirun(fake_cifar_root, tmp_path, "budget", *PARALLEL, *long)
     assert proc.returncode == PREEMPTED_EXIT_CODE, proc.stderr[-2000:]
     assert time.monotonic() - started < 30
-    stops = re.findall(r"time limit(?:: checkpoint saved| during start-up| while waiting)", proc.stderr)
+    assert "2 jobs, 0 succeeded, 0 failed, 2 stopped before finishing" in proc.stderr, proc.stderr[-3000:]
+    stops = re.findall(r"^  job \d .* exit 75: .*time limit", proc.stderr, flags=re.M)
     assert len(stops) == 2, proc.stderr[-3000:]  # each job stopped on the budget itself
-    assert "2 jobs, 0 succeeded, 0 failed, 2 stopped before finishing" in proc.stderr
     assert not list((tmp_path / "budget").rglob("metrics.json"))

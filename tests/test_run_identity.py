@@ -38,7 +38,8 @@ def test_another_configs_run_directory_is_refused_when_complete_and_on_resume(ch
         assert differing in str(info.value) and "\n" not in str(info.value)
     # where files go, how progress is logged and the speed knobs are not part of a run's identity
     same = compose_toy("loss=kd", *first, "debug=true", "trainer.device=cpu", "trainer.checkpoint_every=2",
-                       "trainer.eval_batch_size=7", "trainer.num_workers=0", f"paths.output_root={tmp_path}")
+                       "trainer.eval_batch_size=7", "trainer.num_workers=0", "trainer.time_limit=1h",
+                       f"paths.output_root={tmp_path}")
     assert pipeline.run(load_config(same), run_dir)["config"]["debug"] is True
 
 
