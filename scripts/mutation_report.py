@@ -48,9 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     mutmut("export-cicd-stats")
     stats = json.loads((ROOT / "mutants" / "mutmut-cicd-stats.json").read_text())
-    tested = stats["total"] - stats["skipped"]
-    score = 100.0 * (stats["killed"] + stats["timeout"]) / max(tested, 1)
     statuses = dict(line.strip().rsplit(": ", 1) for line in mutmut("results").splitlines() if ": " in line)
+    stats["not_checked"] = sum(status == "not checked" for status in statuses.values())  # an interrupted run
+    statuses = {name: status for name, status in statuses.items() if status != "not checked"}
+    tested = stats["total"] - stats["skipped"] - stats["not_checked"]
+    score = 100.0 * (stats["killed"] + stats["timeout"]) / max(tested, 1)
     survivors = {name: changed_lines(mutmut("show", name)) for name in sorted(statuses)}
     settings = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
     dirty = "+dirty" if git("status", "--porcelain", "--untracked-files=no") else ""

@@ -124,12 +124,14 @@ def test_dkd_beta_comes_from_the_pair(compose_toy, tmp_path: Path):
     torch.testing.assert_close(losses["loss_kd"], dkd_loss(logits_s, logits_t, target, 1.0, 6.0, 4.0))
 
 
-@pytest.mark.parametrize(("loss", "epoch", "factor"), [
-    ("dkd", 5, 0.25), ("dkd", 20, 1.0), ("dkd", 30, 1.0), ("ltkd", 1, 0.05), ("reviewkd", 10, 0.5),
+@pytest.mark.parametrize(("overrides", "epoch", "factor"), [
+    (("loss=dkd",), 5, 0.25), (("loss=dkd",), 20, 1.0), (("loss=dkd",), 30, 1.0), (("loss=ltkd",), 1, 0.05),
+    (("loss=reviewkd",), 10, 0.5),
+    (("loss=kd", "loss.warmup_epochs=4"), 2, 0.5),  # KD's preset has none; the setting still applies
 ])
-def test_the_presets_warm_up_over_20_epochs(loss: str, epoch: int, factor: float, compose_toy, tmp_path: Path):
-    _, warm = build(compose_toy, tmp_path, f"loss={loss}")
-    _, flat = build(compose_toy, tmp_path, f"loss={loss}", "loss.warmup_epochs=0")
+def test_the_presets_warm_up_over_20_epochs(overrides: tuple, epoch: int, factor: float, compose_toy, tmp_path: Path):
+    _, warm = build(compose_toy, tmp_path, *overrides)
+    _, flat = build(compose_toy, tmp_path, *overrides, "loss.warmup_epochs=0")
     ramped, _ = losses_at(warm, epoch)
     full, _ = losses_at(flat, epoch)
     torch.testing.assert_close(ramped["loss_kd"], factor * full["loss_kd"])

@@ -41,9 +41,11 @@ def test_teacher_is_trained_once_and_reused(compose_toy, tmp_path: Path, capsys)
 
 
 def test_given_teacher_checkpoint_skips_stage_1_and_reports_that_teacher(compose_toy, tmp_path: Path, monkeypatch):
-    first = pipeline.run(load_config(compose_toy("loss=kd", f"paths.teacher_cache={tmp_path / 'cache'}")),
-                         tmp_path / "first")
-    (entry,) = (tmp_path / "cache").glob("*.pt")
+    from ltkd.teacher_cache import TeacherCache, teacher_key
+
+    cfg = load_config(compose_toy("loss=kd"))
+    first = pipeline.run(cfg, tmp_path / "first")  # its teacher is in the session's cache
+    entry = TeacherCache(cfg.paths.teacher_cache, teacher_key(cfg, bf16=False)).path
 
     def no_training(*args, **kwargs):
         raise AssertionError("stage 1 ran although teacher.checkpoint was given")

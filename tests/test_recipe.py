@@ -17,9 +17,10 @@ from ltkd.config import load_config
 from ltkd.train import CONFIG_DIR
 from tests.conftest import toy_overrides
 
-RECIPE = ["loss=kd", "trainer.epochs=5", "trainer.lr_milestones=[2,4]", "trainer.lr_decay=0.1", "trainer.lr=0.2",
-          "trainer.light_lr=0.03", "trainer.light_archs=[resnet14]", "student.arch=resnet14",
-          "trainer.momentum=0.8", "trainer.weight_decay=0.002", "trainer.eval_every=2", "trainer.checkpoint_every=3"]
+RECIPE = ["loss=kd", "trainer.epochs=5", "trainer.max_steps_per_epoch=1", "trainer.lr_milestones=[2,4]",
+          "trainer.lr_decay=0.1", "trainer.lr=0.2", "trainer.light_lr=0.03", "trainer.light_archs=[resnet14]",
+          "student.arch=resnet14", "trainer.momentum=0.8", "trainer.weight_decay=0.002", "trainer.eval_every=2",
+          "trainer.checkpoint_every=3"]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from ltkd import pipeline
 from ltkd.checkpoint import load_checkpoint, save_checkpoint
 from ltkd.config import load_config
 from ltkd.distillers import Distiller
-from ltkd.engine import PREEMPTED_EXIT_CODE, NonFiniteLoss
+from ltkd.engine import PREEMPTED_EXIT_CODE, NonFiniteLoss, StopSignal
 from ltkd.errors import CheckpointError, DataError
 from tests.conftest import toy_overrides
 from tests.test_train import ROOT, run_cli
@@ -80,7 +80,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(point: str, uninterrup
     assert accuracies(run) == uninterrupted
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])  # SIGUSR1: Slurm's preemption notice
+@pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGUSR1, marks=pytest.mark.slow)])
 def test_stop_signal_saves_mid_epoch_and_resumes_exactly(signum: int, uninterrupted: dict, fake_cifar_root: Path,
                                                          tmp_path: Path):
     cache, run = tmp_path / "cache", tmp_path / "run"
@@ -96,6 +96,16 @@ def test_stop_signal_saves_mid_epoch_and_resumes_exactly(signum: int, uninterrup
     resumed = run_cli(*args, cwd=tmp_path)
     assert resumed.returncode == 0 and "resuming from" in resumed.stdout
     assert accuracies(run) == uninterrupted
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])  # SIGUSR1: Slurm's preemption notice
+def test_stop_signals_are_recorded_while_installed(signum: int):
+    stop = StopSignal()
+    before = signal.getsignal(signum)
+    with stop.installed():
+        os.kill(os.getpid(), signum)
+        assert stop.received == signum
+    assert signal.getsignal(signum) is before  # the previous handler is back
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(compose_toy, tmp_path: Path, monkeypatch):
