@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
-from ltkd.config import load_config
+from ltkd.config import (
+    NOT_IDENTITY,
+    LossConfig,
+    RunConfig,
+    TrainerConfig,
+    load_config,
+    run_identity,
+    unknown_key_message,
+)
 from ltkd.errors import ConfigError
 from ltkd.train import CONFIG_DIR
 
@@ -115,3 +125,31 @@ def test_unknown_key_is_named(tmp_path: Path):
         raw = compose("train", overrides=[f"data.root={tmp_path}", "+loss.temprature=3"])
     with pytest.raises(ConfigError, match=re.escape("loss.temprature: unknown config key")):
         load_config(raw)
+
+
+def test_unknown_key_message_lists_the_keys_allowed_at_that_level():
+    def keys(cls: type) -> str:
+        return ", ".join(sorted(f.name for f in dataclasses.fields(cls)))
+
+    assert unknown_key_message("loss.alpah") == f"loss.alpah: unknown config key; allowed keys here: {keys(LossConfig)}"
+    assert unknown_key_message("trainer.epoch") == (
+        f"trainer.epoch: unknown config key; allowed keys here: {keys(TrainerConfig)}")
+    assert unknown_key_message("sed") == f"sed: unknown config key; allowed keys here: {keys(RunConfig)}"
+    assert unknown_key_message("foo.bar") == "foo.bar: unknown config key"  # no such parent
+    assert unknown_key_message("seed.x") == "seed.x: unknown config key"  # the parent is a plain value
+
+
+def test_run_identity_is_the_config_minus_where_files_go_logging_and_speed_knobs(tmp_path: Path):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = load_config(compose("train", overrides=[f"data.root={tmp_path}", "loss=ltkd"]))
+    identity = run_identity(cfg.to_dict())
+    assert identity["loss.alpha"] == 1.0 and identity["loss.rebalance"] == "batch" and identity["seed"] == 0
+    assert identity["trainer.lr_milestones"] == [150, 180, 210] and identity["trainer.eval_every"] == 1
+    assert "deterministic" in identity and "dataset.imbalance_factor" in identity
+    for excluded in NOT_IDENTITY:
+        assert not any(k == excluded or k.startswith(excluded + ".") for k in identity), excluded
+    stored = OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(cfg.to_dict())))  # as config.yaml holds it
+    assert run_identity(stored) == identity
+    # an excluded name excludes that key and what is below it, never a key that merely starts the same way
+    raw = {"trainer": {"device": "cpu", "devices": 2, "lr": 0.1}, "data": {"root": "x"}, "database": 1}
+    assert run_identity(raw) == {"trainer.devices": 2, "trainer.lr": 0.1, "database": 1}
