@@ -12,12 +12,14 @@ WHEEL_PYTHON ?= 3.12
 WHEEL_PLATFORM ?= manylinux2014_x86_64
 WHEEL_WITH ?=
 SMOKE_ARGS := trainer=smoke dataset.max_test_per_class=3
+SEEDS ?= 0 1 2
+CPU_SCALE := experiment=cpu_scale_cifar100_lt_g100 sweep_name=cpu_scale_cifar100_lt_g100
 PYTEST_ARGS ?=
 MUTMUT := mutmut==3.8.1
 MUTATION_CHILDREN ?= 1
 MUTATION_LABEL ?= mutation
 
-.PHONY: help install test test-all lint format mutation demo reproduce-table table wheelhouse bench clean
+.PHONY: help install test test-all lint format mutation demo cpu-scale reproduce-table table wheelhouse bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -53,6 +55,14 @@ mutation: $(STAMP)  ## mutation testing (mutmut; settings in pyproject.toml) of 
 demo: $(STAMP)  ## CPU-sized run on real CIFAR-100-LT (γ=100): teacher, KD and LTKD students, then the table
 	$(PY) -m ltkd.train -m experiment=demo loss=kd,ltkd sweep_name=demo
 	$(PY) scripts/make_table.py multirun/demo --name demo --out multirun/demo
+
+cpu-scale: $(STAMP)  ## reduced-scale evidence on real CIFAR-100-LT γ=100 (resnet20 -> resnet8, 20 epochs; SEEDS="0 1 2"): teacher, KD, LTKD, LTKD rebalance-only and reweight-only, mean ± std; about 2 h on 2 cores
+	set -e; for s in $(SEEDS); do \
+		$(PY) -m ltkd.train -m $(CPU_SCALE) seed=$$s loss=kd,ltkd; \
+		$(PY) -m ltkd.train -m $(CPU_SCALE) seed=$$s loss=ltkd loss.reweight=false; \
+		$(PY) -m ltkd.train -m $(CPU_SCALE) seed=$$s loss=ltkd loss.rebalance=none; \
+	done
+	$(PY) scripts/make_table.py multirun/cpu_scale_cifar100_lt_g100 --name cpu_scale_cifar100_lt_g100
 
 reproduce-table: $(STAMP)  ## run a paper table's sweep (TABLE=cifar100_lt|tinyimagenet_lt|imagenet_lt|ablation|cifar100_lt_g100_resnet32x4_resnet8x4) and tabulate it; JOBS=N runs N jobs at once (one device, teacher shared)
 	$(PY) -m ltkd.train -m experiment=table_$(TABLE) sweep_name=table_$(TABLE)_$(SCALE) $(if $(filter smoke,$(SCALE)),$(SMOKE_ARGS),) $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS),)
