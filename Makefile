@@ -56,13 +56,13 @@ demo: $(STAMP)  ## CPU-sized run on real CIFAR-100-LT (γ=100): teacher, KD and 
 	$(PY) -m ltkd.train -m experiment=demo loss=kd,ltkd sweep_name=demo
 	$(PY) scripts/make_table.py multirun/demo --name demo --out multirun/demo
 
-cpu-scale: $(STAMP)  ## reduced-scale evidence on real CIFAR-100-LT γ=100 (resnet20 -> resnet8, 20 epochs; SEEDS="0 1 2"): teacher, KD, LTKD, LTKD rebalance-only and reweight-only, mean ± std; about 2 h on 2 cores
-	set -e; for s in $(SEEDS); do \
-		$(PY) -m ltkd.train -m $(CPU_SCALE) seed=$$s loss=kd,ltkd; \
-		$(PY) -m ltkd.train -m $(CPU_SCALE) seed=$$s loss=ltkd loss.reweight=false; \
-		$(PY) -m ltkd.train -m $(CPU_SCALE) seed=$$s loss=ltkd loss.rebalance=none; \
-	done
+cpu-scale: $(addprefix cpu-scale-seed-,$(SEEDS))  ## reduced-scale evidence on real CIFAR-100-LT γ=100 (resnet20 -> resnet8, 20 epochs; SEEDS="0 1 2"): teacher, KD, LTKD, LTKD rebalance-only and reweight-only, mean ± std; seeds in parallel with make -j3 (then OMP_NUM_THREADS=1)
 	$(PY) scripts/make_table.py multirun/cpu_scale_cifar100_lt_g100 --name cpu_scale_cifar100_lt_g100
+
+cpu-scale-seed-%: $(STAMP)
+	$(PY) -m ltkd.train -m $(CPU_SCALE)/seed$* seed=$* loss=kd,ltkd
+	$(PY) -m ltkd.train -m $(CPU_SCALE)/seed$* seed=$* loss=ltkd loss.reweight=false
+	$(PY) -m ltkd.train -m $(CPU_SCALE)/seed$* seed=$* loss=ltkd loss.rebalance=none
 
 reproduce-table: $(STAMP)  ## run a paper table's sweep (TABLE=cifar100_lt|tinyimagenet_lt|imagenet_lt|ablation|cifar100_lt_g100_resnet32x4_resnet8x4) and tabulate it; JOBS=N runs N jobs at once (one device, teacher shared)
 	$(PY) -m ltkd.train -m experiment=table_$(TABLE) sweep_name=table_$(TABLE)_$(SCALE) $(if $(filter smoke,$(SCALE)),$(SMOKE_ARGS),) $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS),)

@@ -4,6 +4,7 @@ LTKD's EMA statistics, student-only state, `build_distiller`, and ReviewKD on ev
 from __future__ import annotations
 
 import itertools
+import re
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,6 +25,7 @@ from ltkd.distillers import (
     build_distiller,
     warmup_factor,
 )
+from ltkd.distillers.reviewkd import ABF, MAX_MID_CHANNELS
 from ltkd.errors import ConfigError
 from ltkd.losses import class_log_prior, hcl_loss, logit_adjusted_ce, teacher_group_mean
 from ltkd.models import available_models, create_model
@@ -226,3 +228,96 @@ def test_reviewkd_cifar_pairs(teacher_name: str, student_name: str) -> None:
     assert [f.shape for f in fused] == [t.shape for t in teacher_levels]
     assert teacher_levels[-1].shape == (2, features_t["pooled_feat"].shape[1], 1, 1)
     assert torch.isfinite(loss)
+
+
+def _abf_reference(abf: ABF, x: Tensor, residual: Tensor | None, out_shape: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """ReviewKD's ABF written out from the paper with the module's own weights (eval mode): a 1x1 conv + BN,
+    then (when fused) a two-channel sigmoid attention over [x, nearest-resized residual] mixing the two,
+    a nearest resize to the teacher's map, and a 3x3 conv + BN."""
+    def conv_bn(seq: nn.Sequential, t: Tensor, padding: int) -> Tensor:
+        conv, bn = seq[0], seq[1]
+        t = F.conv2d(t, conv.weight, None, padding=padding)
+        return F.batch_norm(t, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+
+    x = conv_bn(abf.conv1, x, padding=0)
+    if residual is not None:
+        y = F.interpolate(residual, size=tuple(x.shape[2:]), mode="nearest")
+        att = torch.sigmoid(F.conv2d(torch.cat([x, y], dim=1), abf.att_conv[0].weight, abf.att_conv[0].bias))
+        x = x * att[:, 0:1] + y * att[:, 1:2]
+    x = F.interpolate(x, size=out_shape, mode="nearest")
+    return conv_bn(abf.conv2, x, padding=1), x
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_abf_matches_the_papers_fusion(fuse: bool) -> None:
+    torch.manual_seed(0)
+    abf = ABF(in_channels=5, mid_channels=6, out_channels=7, fuse=fuse).eval()
+    for bn in (abf.conv1[1], abf.conv2[1]):  # BN that is not the identity
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        nn.init.uniform_(bn.weight, 0.5, 2)
+        nn.init.uniform_(bn.bias, -1, 1)
+    x, residual = torch.randn(2, 5, 4, 4), (torch.randn(2, 6, 2, 2) if fuse else None)
+    with torch.no_grad():
+        out, passed_on = abf(x, residual, (8, 8))
+        ref_out, ref_passed_on = _abf_reference(abf, x, residual, (8, 8))
+    assert abf.conv1[0].bias is None and abf.conv2[0].bias is None  # BN follows: a conv bias is redundant
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(passed_on, ref_passed_on)
+
+
+def test_abf_convs_start_from_reviewkds_kaiming_uniform_a1() -> None:
+    """kaiming_uniform_(a=1): weights uniform in ±sqrt(3 / fan_in) (a=0, torch's ReLU default, is ±sqrt(6/fan_in))."""
+    torch.manual_seed(0)
+    abf = ABF(in_channels=64, mid_channels=64, out_channels=64, fuse=True)
+    for conv in (abf.conv1[0], abf.conv2[0]):
+        fan_in = conv.weight[0].numel()
+        bound = (3 / fan_in) ** 0.5
+        assert 0.98 * bound < conv.weight.abs().max().item() <= bound
+
+
+def test_reviewkd_mid_channels_follow_the_students_pooled_feature() -> None:
+    torch.manual_seed(0)
+    student, teacher = create_model("resnet8x4", 100), create_model("resnet32x4", 100)
+    distiller = ReviewKD(student, teacher, alpha=1.0, input_size=8)
+    pooled = student(torch.zeros(1, 3, 8, 8))[1]["pooled_feat"].shape[1]
+    assert {abf.conv1[0].out_channels for abf in distiller.abfs} == {min(MAX_MID_CHANNELS, pooled)}
+    assert len({abf.conv1[0].in_channels for abf in distiller.abfs}) > 1  # levels of different widths
+
+
+def test_reviewkd_fuse_refuses_levels_that_do_not_pair_up() -> None:
+    distiller = _build("reviewkd")
+    images, _ = _batch()
+    with torch.no_grad():
+        _, features_s = distiller.student(images)
+        _, features_t = distiller.teacher(images)
+    student_levels, teacher_levels = distiller.student_levels(features_s), distiller.teacher_levels(features_t)
+    with pytest.raises(ValueError):
+        distiller.fuse(student_levels[1:], teacher_levels)
+
+
+def test_a_distiller_without_its_own_ce_term_uses_plain_cross_entropy() -> None:
+    torch.manual_seed(0)
+    student = TinyNet()
+    images, target = _batch()
+    logits, losses = Distiller(student)(images, target, epoch=1)
+    torch.testing.assert_close(losses["loss_ce"], F.cross_entropy(logits, target))
+    assert set(losses) == {"loss_ce"}
+    assert Distiller(student).trainable_parameters() == list(student.parameters())
+
+
+def test_a_distiller_with_a_teacher_but_no_distill_loss_says_which() -> None:
+    class Incomplete(Distiller):
+        pass
+
+    images, target = _batch()
+    with pytest.raises(NotImplementedError, match="Incomplete has a teacher but no distill_loss"):
+        Incomplete(TinyNet(), TinyNet())(images, target, epoch=1)
+
+
+def test_a_student_state_that_does_not_fit_names_the_distiller_and_the_keys() -> None:
+    distiller = _build("ltkd")
+    state = distiller.student_state_dict()
+    missing = next(iter(state))
+    with pytest.raises(RuntimeError, match=rf"student state of LTKD: missing keys \['{re.escape(missing)}'\]"):
+        distiller.load_student_state_dict({k: v for k, v in state.items() if k != missing})
