@@ -355,5 +355,5 @@ def _validate(run: RunConfig) -> None:
                               "8m, 1h30m, or seconds") from None
     _require(bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", tr.device)),
              f"trainer.device: '{tr.device}'; allowed: auto, cpu, cuda, cuda:N")
-    if run.logger.name != "wandb":
+    if run.logger.name == "wandb":
         _require(bool(run.logger.project), "logger.project: empty; give a W&B project name")
