@@ -14,6 +14,7 @@ the chosen mode (eager, or --compile). Writes results/bench/<device>.json and .m
     python scripts/bench.py                       # whatever device is present
     python scripts/bench.py --device cpu          # a minute or two on 2 cores (3 steps, 200 test images)
     python scripts/bench.py --parallel 5 --compile   # on a GPU: the row's projection with compiled steps
+    python scripts/bench.py --shared-teacher      # the row's students, teacher outputs shared vs recomputed
 """
 
 from __future__ import annotations
@@ -274,8 +275,13 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, default=None,
                         help="students run at once in the projected row (default 5 on GPU, 2 on CPU)")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    parser.add_argument("--shared-teacher", action="store_true",
+                        help="only the row's students with the teacher's outputs shared vs recomputed")
     parser.add_argument("overrides", nargs="*", help="config overrides for our path (e.g. pair=..., dataset.n_max=12)")
     args = parser.parse_args()
+    if args.shared_teacher:
+        from bench_shared_teacher import run as shared_teacher_bench  # scripts/ is on sys.path
+        return shared_teacher_bench(args)
 
     ctx = make_context(args, "ltkd")
     gpu = ctx.runtime.is_cuda
