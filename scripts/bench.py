@@ -259,6 +259,22 @@ def device_label(device: torch.device) -> str:
     return f"cpu-{os.cpu_count()}cores"
 
 
+def report_stamp(device: torch.device) -> dict[str, str]:
+    """Where and when a benchmark ran: device, versions, UTC date, commit and the command line."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {"device": device_label(device), "torch": torch.__version__, "python": platform.python_version(),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": commit,
+            "command": " ".join([Path(sys.executable).name, *sys.argv])}
+
+
+def write_report(stem: Path, report: dict, md: list[str]) -> None:
+    """`<stem>.json` and `<stem>.md`; prints the markdown."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.parent.joinpath(stem.name + ".json").write_text(json.dumps(report, indent=1) + "\n")
+    stem.parent.joinpath(stem.name + ".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
 def projected_minutes(result: dict, train_images: int) -> float:
     return EPOCHS * (train_images / result["images_per_s"] + result["eval_s"]) / 60
 
@@ -307,12 +323,10 @@ def main() -> int:
             "train": results[f"{task}/ours"]["images_per_s"] / results[f"{task}/reference"]["images_per_s"],
             "epoch_incl_eval": results[f"{task}/reference"]["projected_240_epochs_min"]
             / results[f"{task}/ours"]["projected_240_epochs_min"]}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    label = device_label(runtime.device)
+    stamp = report_stamp(runtime.device)
+    label, commit = stamp["device"], stamp["commit"]
     report = {
-        "device": label, "torch": torch.__version__, "python": platform.python_version(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": commit,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        **stamp,
         "settings": {"steps": steps, "warmup": warmup, "eval_images": eval_images, "reference_workers": workers,
                      "batch_size": cfg.trainer.batch_size, "bf16": runtime.bf16,
                      "channels_last": runtime.channels_last, "compile": args.compile, "parallel": parallel,
@@ -320,8 +334,6 @@ def main() -> int:
         "results": results,
         "row_projection": row,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{label}.json").write_text(json.dumps(report, indent=1) + "\n")
     md = [f"# Throughput on {label}", "",
           f"`{report['command']}` at commit {commit}, {report['date']}, torch {torch.__version__}; "
           f"batch 64, {steps} timed steps after {warmup} warm-up, CIFAR-100-LT γ=100 ({len(data.train)} images); "
@@ -337,8 +349,7 @@ def main() -> int:
         s = results[f"{task}/speedup"]
         md.append(f"- {task}: training {s['train']:.2f}x, whole epoch incl. eval {s['epoch_incl_eval']:.2f}x")
     md += ["", *row_lines(row)]
-    (args.out / f"{label}.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_report(args.out / label, report, md)
     return 0 if all(math.isfinite(r["images_per_s"]) for k, r in results.items() if "/speedup" not in k) else 1
 
 

@@ -14,16 +14,11 @@ so measure with this script on the GPU before relying on it).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from bench import device_label, make_context, timed, training_stage
+from bench import make_context, report_stamp, timed, training_stage, write_report
 from torch import nn
 
 from ltkd.models import create_model
@@ -100,12 +95,10 @@ def run(args: argparse.Namespace) -> int:
     macs = {who: forward_macs(create_model(arch, base.data.num_classes), image_size)
             for who, arch in (("teacher", cfg.teacher.arch), ("student", cfg.student.arch))}
     mac_ratio = macs["teacher"] / (STEP_MAC_FACTOR * macs["student"])
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    label = device_label(device)
+    stamp = report_stamp(device)
+    label, commit = stamp["device"], stamp["commit"]
     report = {
-        "device": label, "torch": torch.__version__, "python": platform.python_version(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": commit,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        **stamp,
         "settings": {"steps": steps, "warmup_epochs": warmup, "batch_size": cfg.trainer.batch_size,
                      "teacher": cfg.teacher.arch, "student": cfg.student.arch, "bf16": base.runtime.bf16,
                      "train_images": len(base.data.train)},
@@ -116,8 +109,6 @@ def run(args: argparse.Namespace) -> int:
         "projection": {"row_students": n, "measured_here": row_speedup(teacher_step, student_step, n),
                        "from_macs": row_speedup(mac_ratio, 1.0, n), "teacher_to_student_step_macs": mac_ratio},
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{label}-shared-teacher.json").write_text(json.dumps(report, indent=1) + "\n")
     md = [f"# Teacher outputs shared vs recomputed on {label}", "",
           f"`{report['command']}` at commit {commit}, {report['date']}, torch {torch.__version__}; "
           f"{cfg.teacher.arch} -> {cfg.student.arch}, batch {cfg.trainer.batch_size}, {steps} timed steps per "
@@ -132,6 +123,5 @@ def run(args: argparse.Namespace) -> int:
           f"costs measured here; {report['projection']['from_macs']:.2f}x where time follows arithmetic "
           f"(teacher forward {macs['teacher'] / 1e9:.2f} GMAC/image, student step ≈ {STEP_MAC_FACTOR} × "
           f"{macs['student'] / 1e9:.2f} GMAC/image; ratio {mac_ratio:.2f})."]
-    (args.out / f"{label}-shared-teacher.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_report(args.out / f"{label}-shared-teacher", report, md)
     return 0
