@@ -3,6 +3,7 @@ bit, as with a live teacher (also across SIGTERM / SIGKILL and resume); live tea
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,8 +16,9 @@ from ltkd.checkpoint import load_checkpoint
 from ltkd.config import load_config
 from ltkd.data.loaders import DeviceLoader
 from ltkd.distillers import KD, ReviewKD
-from ltkd.engine import PREEMPTED_EXIT_CODE
-from ltkd.teacher_outputs import SharedOutputsLoader, live_teacher_reason
+from ltkd.engine import PREEMPTED_EXIT_CODE, StopSignal
+from ltkd.teacher_cache import file_lock
+from ltkd.teacher_outputs import OutputStore, ReplayTeacher, SharedOutputsLoader, live_teacher_reason
 from tests.conftest import toy_overrides
 from tests.test_reliability import LONGER, accuracies, start_cli, wait_for
 from tests.test_train import run_cli
@@ -109,3 +111,42 @@ def test_live_teacher_reasons(compose_toy):
     assert "needs the teacher's features" in live_teacher_reason(ctx, ReviewKD.__new__(ReviewKD), device_loader)
     assert "DDP" in live_teacher_reason(SimpleNamespace(cfg=cfg, dist=SimpleNamespace(enabled=True)), kd,
                                         device_loader)
+
+
+class CountingTeacher(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        self.calls += 1
+        return images.flatten(1)[:, :5] * 3, {}
+
+
+def toy_job(store: OutputStore, teacher: CountingTeacher, stop: StopSignal) -> SharedOutputsLoader:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 3, 4, 4), dtype=torch.uint8, generator=generator)
+    loader = DeviceLoader(images, torch.arange(8), batch_size=4, train=True, mean=[0.5] * 3, std=[0.2] * 3,
+                          pad=1, device="cpu", seed=3)
+    runtime = SimpleNamespace(device=torch.device("cpu"), autocast=contextlib.nullcontext)
+    return SharedOutputsLoader(loader, ReplayTeacher(teacher), store, stop, runtime)
+
+
+def test_jobs_compute_an_epoch_once_replay_it_exactly_and_run_live_when_stopped_while_waiting(tmp_path: Path):
+    store = OutputStore(tmp_path, {"dataset": "toy", "imbalance_factor": 1, "teacher_arch": "t", "stage_seed": 3})
+    teacher = CountingTeacher()
+    first, second = toy_job(store, teacher, StopSignal()), toy_job(store, teacher, StopSignal())
+    first.set_epoch(1)
+    assert teacher.calls == 2  # the epoch's two batches
+    second.set_epoch(1)
+    assert teacher.calls == 2  # read, not recomputed
+    for images, _ in second:
+        assert torch.equal(second.replay(images)[0], teacher(images)[0])  # the live teacher's exact output
+    stopping = StopSignal()
+    stopping.received = signal.SIGTERM
+    with file_lock(store.directory / "compute.lock"):  # another job is computing epoch 2
+        waiting = toy_job(store, CountingTeacher(), stopping)
+        waiting.set_epoch(2)
+    assert waiting.logits is None and not store.path(2).exists()  # gave up: its next step runs the teacher live
+    images, _ = next(iter(waiting))
+    assert torch.equal(waiting.replay(images)[0], waiting.replay.live(images)[0])
