@@ -17,6 +17,7 @@ from ltkd.config import load_config
 from ltkd.data.loaders import DeviceLoader
 from ltkd.distillers import KD, ReviewKD
 from ltkd.engine import PREEMPTED_EXIT_CODE, StopSignal
+from ltkd.errors import CheckpointError
 from ltkd.teacher_cache import file_lock
 from ltkd.teacher_outputs import OutputStore, ReplayTeacher, SharedOutputsLoader, live_teacher_reason
 from tests.conftest import toy_overrides
@@ -150,3 +151,18 @@ def test_jobs_compute_an_epoch_once_replay_it_exactly_and_run_live_when_stopped_
     assert waiting.logits is None and not store.path(2).exists()  # gave up: its next step runs the teacher live
     images, _ = next(iter(waiting))
     assert torch.equal(waiting.replay(images)[0], waiting.replay.live(images)[0])
+
+
+def test_a_damaged_or_foreign_entry_stops_with_its_path(tmp_path: Path):
+    key = {"dataset": "toy", "imbalance_factor": 1, "teacher_arch": "t", "stage_seed": 3}
+    toy_job(OutputStore(tmp_path, key), CountingTeacher(), StopSignal()).set_epoch(1)
+    foreign = toy_job(OutputStore(tmp_path, key), CountingTeacher(), StopSignal())
+    foreign.store.key = {**key, "teacher": "another"}  # same file name, another configuration inside
+    with pytest.raises(CheckpointError, match="another configuration"):
+        foreign.set_epoch(1)
+    entry = OutputStore(tmp_path, key).path(1)
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    entry.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=entry.name):
+        toy_job(OutputStore(tmp_path, key), CountingTeacher(), StopSignal()).set_epoch(1)
