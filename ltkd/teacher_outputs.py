@@ -29,7 +29,7 @@ from ltkd.data import CROP_PADDING
 from ltkd.data.loaders import DeviceLoader
 from ltkd.distillers import Distiller
 from ltkd.engine import Stage, StopSignal
-from ltkd.errors import CheckpointError
+from ltkd.errors import CheckpointError, OutputError
 from ltkd.runtime import Runtime
 from ltkd.teacher_cache import file_lock, key_digest, teacher_key
 
@@ -114,6 +114,7 @@ class SharedOutputsLoader:
                  runtime: Runtime) -> None:
         self.loader, self.replay, self.store, self.stop, self.runtime = loader, replay, store, stop, runtime
         self.logits: list[Tensor] | None = None
+        self.unwritable = False  # the store could not be written: live teacher where no entry exists
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -128,19 +129,25 @@ class SharedOutputsLoader:
             yield batch
 
     def epoch_logits(self, epoch: int) -> list[Tensor] | None:
-        """The epoch's stored logits on the device; None (live teacher) when stopping before they exist."""
+        """The epoch's logits on the device, read from the store or computed and stored now; None (live
+        teacher) when stopping before they exist or when the store cannot be written (a read-only cache)."""
         path = self.store.path(epoch)
-        if not path.exists():  # stored whole (atomic rename): no lock needed to read
+        if not path.exists() and not self.unwritable:  # stored whole (atomic rename): no lock needed to read
             try:
                 with file_lock(self.store.directory / "compute.lock", while_waiting=self._give_up_if_stopping):
                     if not path.exists():
                         logits = self.compute(epoch)
-                        if logits is None:
-                            return None
-                        self.store.write(epoch, logits)
+                        if logits is not None:
+                            self.store.write(epoch, logits)
+                        return logits
             except _GiveUp:
                 return None
-        return [x.to(self.runtime.device) for x in self.store.read(epoch)]
+            except (OSError, OutputError) as exc:
+                print(f"[student] live teacher from now on: cannot store its outputs in {self.store.directory} "
+                      f"({exc})")
+                self.unwritable = True
+                return None
+        return [x.to(self.runtime.device) for x in self.store.read(epoch)] if path.exists() else None
 
     @torch.no_grad()
     def compute(self, epoch: int) -> list[Tensor] | None:

@@ -17,7 +17,7 @@ from ltkd.config import load_config
 from ltkd.data.loaders import DeviceLoader
 from ltkd.distillers import KD, ReviewKD
 from ltkd.engine import PREEMPTED_EXIT_CODE, StopSignal
-from ltkd.errors import CheckpointError
+from ltkd.errors import CheckpointError, OutputError
 from ltkd.teacher_cache import file_lock
 from ltkd.teacher_outputs import OutputStore, ReplayTeacher, SharedOutputsLoader, live_teacher_reason
 from tests.conftest import toy_overrides
@@ -166,3 +166,18 @@ def test_a_damaged_or_foreign_entry_stops_with_its_path(tmp_path: Path):
     entry.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match=entry.name):
         toy_job(OutputStore(tmp_path, key), CountingTeacher(), StopSignal()).set_epoch(1)
+
+
+def test_a_store_that_cannot_be_written_leaves_the_student_on_its_live_teacher(tmp_path: Path, monkeypatch,
+                                                                                capsys):
+    def read_only(self, epoch, logits):
+        raise OutputError(f"cannot write {self.path(epoch)}: Read-only file system")
+
+    monkeypatch.setattr(OutputStore, "write", read_only)
+    teacher = CountingTeacher()
+    job = toy_job(OutputStore(tmp_path, {"dataset": "toy", "imbalance_factor": 1, "teacher_arch": "t",
+                                         "stage_seed": 3}), teacher, StopSignal())
+    job.set_epoch(1)
+    assert job.logits is None and "live teacher from now on: cannot store" in capsys.readouterr().out
+    job.set_epoch(2)
+    assert job.logits is None and teacher.calls == 2  # no second attempt to compute and store
