@@ -108,6 +108,7 @@ class TrainerConfig:
     loader: Literal["auto", "device", "dataloader"] = "auto"
     num_workers: int = 4
     sync_bn: bool = False
+    share_teacher: bool = True  # students of one teacher share its stored logits (ltkd.teacher_outputs)
     time_limit: str | float | None = None  # wall-clock budget from the launch ("8m", "1h30m", seconds)
 
 
@@ -280,7 +281,7 @@ def unknown_key_message(full_key: str) -> str:
 MAX_SEED = 2**32 - 1  # numpy's limit; torch takes the stage seeds derived from it (seed * 1009 + 1)
 NOT_IDENTITY = ("data", "logger", "paths", "debug", "resume", "sweep_name", "experiment", "trainer.device",
                 "trainer.compile", "trainer.num_workers", "trainer.eval_batch_size", "trainer.checkpoint_every",
-                "trainer.time_limit")
+                "trainer.time_limit", "trainer.share_teacher")
 
 
 def run_identity(config: dict[str, Any]) -> dict[str, Any]:

@@ -50,6 +50,7 @@ from ltkd.models import create_model
 from ltkd.reporting import format_table, plot_per_class
 from ltkd.runtime import Runtime, resolve_runtime, seed_everything
 from ltkd.teacher_cache import TeacherCache, teacher_key
+from ltkd.teacher_outputs import share_teacher_outputs
 
 TEACHER_CE = LossConfig(name="ce")
 
@@ -347,8 +348,10 @@ def train_student(ctx: RunContext, teacher: nn.Module, teacher_report: dict) -> 
     student = distiller.student
     ctx.logger.start("student", f"{cfg.loss.name}-{cfg.student.arch}")
     ctx.logger.summary({f"teacher/{k}": v for k, v in teacher_report["final"].items() if k != "per_class"})
-    result = ctx.stage("student", distiller, student, cfg.student.arch, cfg.student.lr,
-                       ctx.run_dir / "checkpoints" / "student.ckpt", resume=cfg.resume)
+    stage = ctx.build_stage("student", distiller, student, cfg.student.arch, cfg.student.lr,
+                            ctx.run_dir / "checkpoints" / "student.ckpt")
+    share_teacher_outputs(ctx, stage, distiller)
+    result = stage.run(resume=cfg.resume)
     if ctx.dist.is_main:
         save_checkpoint(ctx.run_dir / "student.pt",
                         {"arch": cfg.student.arch, "num_classes": ctx.data.num_classes,

@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,23 +65,30 @@ class TeacherCache:
     def training_checkpoint(self) -> Path:
         return self.root / f"{self.name}.ckpt"
 
-    @contextmanager
-    def locked(self, enabled: bool = True, while_waiting: Callable[[], None] = lambda: None) -> Iterator[None]:
-        """Exclusive lock on this key: waits while another process trains the same teacher, calling
-        `while_waiting` every LOCK_POLL_S seconds (it raises to give up, e.g. on a stop signal)."""
-        if not enabled:
-            yield
-            return
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / f"{self.name}.lock", "w") as handle:
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    while_waiting()
-                    time.sleep(LOCK_POLL_S)
+    def locked(self, enabled: bool = True, while_waiting: Callable[[], None] = lambda: None
+               ) -> AbstractContextManager[None]:
+        """Exclusive lock on this key: waits while another process trains the same teacher (`file_lock`)."""
+        return file_lock(self.root / f"{self.name}.lock", enabled, while_waiting)
+
+
+@contextmanager
+def file_lock(path: Path, enabled: bool = True, while_waiting: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """An exclusive flock on `path` (released by the OS if the holder dies): waits while another process
+    holds it, calling `while_waiting` every LOCK_POLL_S seconds (it raises to give up, e.g. on a stop
+    signal). `enabled=False` takes no lock (under torchrun, ranks other than 0)."""
+    if not enabled:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        while True:
             try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                while_waiting()
+                time.sleep(LOCK_POLL_S)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

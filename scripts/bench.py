@@ -14,6 +14,7 @@ the chosen mode (eager, or --compile). Writes results/bench/<device>.json and .m
     python scripts/bench.py                       # whatever device is present
     python scripts/bench.py --device cpu          # a minute or two on 2 cores (3 steps, 200 test images)
     python scripts/bench.py --parallel 5 --compile   # on a GPU: the row's projection with compiled steps
+    python scripts/bench.py --shared-teacher      # the row's students, teacher outputs shared vs recomputed
 """
 
 from __future__ import annotations
@@ -258,6 +259,22 @@ def device_label(device: torch.device) -> str:
     return f"cpu-{os.cpu_count()}cores"
 
 
+def report_stamp(device: torch.device) -> dict[str, str]:
+    """Where and when a benchmark ran: device, versions, UTC date, commit and the command line."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {"device": device_label(device), "torch": torch.__version__, "python": platform.python_version(),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": commit,
+            "command": " ".join([Path(sys.executable).name, *sys.argv])}
+
+
+def write_report(stem: Path, report: dict, md: list[str]) -> None:
+    """`<stem>.json` and `<stem>.md`; prints the markdown."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.parent.joinpath(stem.name + ".json").write_text(json.dumps(report, indent=1) + "\n")
+    stem.parent.joinpath(stem.name + ".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
 def projected_minutes(result: dict, train_images: int) -> float:
     return EPOCHS * (train_images / result["images_per_s"] + result["eval_s"]) / 60
 
@@ -274,8 +291,13 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, default=None,
                         help="students run at once in the projected row (default 5 on GPU, 2 on CPU)")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    parser.add_argument("--shared-teacher", action="store_true",
+                        help="only the row's students with the teacher's outputs shared vs recomputed")
     parser.add_argument("overrides", nargs="*", help="config overrides for our path (e.g. pair=..., dataset.n_max=12)")
     args = parser.parse_args()
+    if args.shared_teacher:
+        from bench_shared_teacher import run as shared_teacher_bench  # scripts/ is on sys.path
+        return shared_teacher_bench(args)
 
     ctx = make_context(args, "ltkd")
     gpu = ctx.runtime.is_cuda
@@ -301,12 +323,10 @@ def main() -> int:
             "train": results[f"{task}/ours"]["images_per_s"] / results[f"{task}/reference"]["images_per_s"],
             "epoch_incl_eval": results[f"{task}/reference"]["projected_240_epochs_min"]
             / results[f"{task}/ours"]["projected_240_epochs_min"]}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    label = device_label(runtime.device)
+    stamp = report_stamp(runtime.device)
+    label, commit = stamp["device"], stamp["commit"]
     report = {
-        "device": label, "torch": torch.__version__, "python": platform.python_version(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": commit,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        **stamp,
         "settings": {"steps": steps, "warmup": warmup, "eval_images": eval_images, "reference_workers": workers,
                      "batch_size": cfg.trainer.batch_size, "bf16": runtime.bf16,
                      "channels_last": runtime.channels_last, "compile": args.compile, "parallel": parallel,
@@ -314,8 +334,6 @@ def main() -> int:
         "results": results,
         "row_projection": row,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{label}.json").write_text(json.dumps(report, indent=1) + "\n")
     md = [f"# Throughput on {label}", "",
           f"`{report['command']}` at commit {commit}, {report['date']}, torch {torch.__version__}; "
           f"batch 64, {steps} timed steps after {warmup} warm-up, CIFAR-100-LT γ=100 ({len(data.train)} images); "
@@ -331,8 +349,7 @@ def main() -> int:
         s = results[f"{task}/speedup"]
         md.append(f"- {task}: training {s['train']:.2f}x, whole epoch incl. eval {s['epoch_incl_eval']:.2f}x")
     md += ["", *row_lines(row)]
-    (args.out / f"{label}.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_report(args.out / label, report, md)
     return 0 if all(math.isfinite(r["images_per_s"]) for k, r in results.items() if "/speedup" not in k) else 1
 
 

@@ -23,6 +23,7 @@ from ltkd.loggers import NullLogger
 from ltkd.models import create_model
 from ltkd.pipeline import RunContext, load_data, student_distiller
 from ltkd.runtime import Runtime, resolve_runtime
+from ltkd.teacher_outputs import share_teacher_outputs
 from tests.conftest import CUDA_ONLY
 
 pytestmark = CUDA_ONLY
@@ -112,3 +113,14 @@ def test_compile_trains_a_step(compose_toy, tmp_path: Path):
     assert stage.forward._compiled_call_impl is not None
     stats = stage._read_epoch_stats(1, stage.train_epoch(1, 0, None, {}))
     assert math.isfinite(stats["train/loss"])
+
+
+def test_shared_teacher_outputs_are_stored_in_bf16_and_train_the_student(compose_toy, tmp_path: Path):
+    ctx = cuda_context(compose_toy, tmp_path, "loss=kd", "trainer.max_steps_per_epoch=2",
+                       f"paths.teacher_cache={tmp_path / 'cache'}")
+    stage, _ = student_stage(ctx, tmp_path / "student.ckpt")
+    share_teacher_outputs(ctx, stage, stage.module)
+    stats = stage._read_epoch_stats(1, stage.train_epoch(1, 0, None, {}))
+    assert math.isfinite(stats["train/loss"])
+    (entry,) = (tmp_path / "cache" / "outputs").glob("*/epoch0001.pt")
+    assert load_checkpoint(entry)["logits"].dtype == torch.bfloat16  # as the teacher produced them

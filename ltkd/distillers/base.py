@@ -43,7 +43,11 @@ class Distiller(nn.Module):
 
     The teacher is frozen (no gradients, always in eval mode, even after `train()`) and runs under
     `torch.no_grad()`. Subclasses with a teacher implement `distill_loss` (weighted by its own α, β).
+    `teacher_logits_only`: distill_loss reads the teacher's logits alone, so the teacher's stored outputs
+    can stand in for it (`ltkd.teacher_outputs`).
     """
+
+    teacher_logits_only = False
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None,
                  ce: CrossEntropyTerm | None = None, *, warmup_epochs: int = 0) -> None:

@@ -11,6 +11,8 @@ from ltkd.losses import dkd_loss
 class DKD(Distiller):
     """loss_kd = warm-up · (α·TCKD + β·NCKD)."""
 
+    teacher_logits_only = True
+
     def __init__(self, student: nn.Module, teacher: nn.Module, ce: CrossEntropyTerm | None = None, *,
                  alpha: float, beta: float, temperature: float, warmup_epochs: int = 0) -> None:
         super().__init__(student, teacher, ce, warmup_epochs=warmup_epochs)

@@ -11,6 +11,8 @@ from ltkd.losses import kd_loss
 class KD(Distiller):
     """loss_kd = warm-up · α · kd_loss(T) (warm-up factor 1 with the default warmup_epochs=0)."""
 
+    teacher_logits_only = True
+
     def __init__(self, student: nn.Module, teacher: nn.Module, ce: CrossEntropyTerm | None = None, *,
                  alpha: float, temperature: float, warmup_epochs: int = 0) -> None:
         super().__init__(student, teacher, ce, warmup_epochs=warmup_epochs)

@@ -24,6 +24,8 @@ class LTKD(Distiller):
     (None: the local batch). `reweight`: within-group KLs weighted 1/K instead of by the teacher's group mass.
     """
 
+    teacher_logits_only = True
+
     def __init__(self, student: nn.Module, teacher: nn.Module, ce: CrossEntropyTerm | None = None, *,
                  class_to_group: Tensor, alpha: float, beta: float, temperature: float,
                  warmup_epochs: int = 0, rebalance: str = "batch", ema_momentum: float = 0.9,
