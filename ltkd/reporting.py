@@ -29,7 +29,21 @@ def plot_per_class(
     curves: Mapping[str, Sequence[float]],
     title: str,
 ) -> None:
-    """Per-class test accuracy with classes sorted by training count; head/medium/tail shaded."""
+    """Save `per_class_figure` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = per_class_figure(train_counts, groups, curves, title)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=120)
+    plt.close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, image.getvalue())
+
+
+def per_class_figure(train_counts: Sequence[int], groups: Mapping[str, Sequence[int]],
+                     curves: Mapping[str, Sequence[float]], title: str):
+    """Per-class test accuracy with classes sorted by training count; head/medium/tail shaded; the
+    training-image count of each class on the right axis; the legend below the plot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,8 +77,4 @@ def plot_per_class(
     ax.legend(lines, [line.get_label() for line in lines], loc="upper center", bbox_to_anchor=(0.5, -0.14),
               ncol=len(lines), fontsize=9, frameon=False)
     fig.tight_layout()
-    image = io.BytesIO()
-    fig.savefig(image, format="png", dpi=120)
-    plt.close(fig)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, image.getvalue())
+    return fig

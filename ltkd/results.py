@@ -224,7 +224,18 @@ def write_table(rows: list[dict[str, str]], out_base: Path, header: str,
 
 
 def plot_table(cells: list[Cell], path: Path, title: str) -> None:
-    """Tail and overall accuracy per method, grouped by γ; one row of panels per pair."""
+    """Save `table_figure` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = table_figure(cells, title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def table_figure(cells: list[Cell], title: str):
+    """Tail and overall accuracy per method, grouped by γ, each bar labelled with its value; one row of
+    panels per pair."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -254,6 +265,4 @@ def plot_table(cells: list[Cell], path: Path, title: str) -> None:
         axes[row][0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
