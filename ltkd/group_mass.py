@@ -78,6 +78,12 @@ def measure(models: Mapping[str, nn.Module], loaders: Mapping[str, Batches], gro
     return result
 
 
+def flatten(group_mass: Mapping, who: str) -> dict[str, float]:
+    """`who`'s group masses as {"<split> T=<t> <group>": %} ({} when not measured)."""
+    return {f"{split} {t} {group}": value for split, by_t in group_mass.get(who, {}).items()
+            for t, by_group in by_t.items() for group, value in by_group.items()}
+
+
 def table_rows(group_mass: Mapping) -> dict[str, dict[str, float]]:
     """{"teacher train T=1": {group: %}, ...} for the console table, plus the class shares."""
     rows = {f"{who} {split} {key}": masses

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ltkd.data import GROUP_NAMES
-from ltkd.group_mass import DEFINITION
+from ltkd.group_mass import DEFINITION, flatten
 from ltkd.results import Cell, fmt, write_table
 
 SHOWN = ("imbalance_factor", "teacher", "student", "model", "seeds", "split", "T", *GROUP_NAMES)
@@ -16,11 +16,7 @@ SHOWN = ("imbalance_factor", "teacher", "student", "model", "seeds", "split", "T
 def read_group_mass(metrics: dict, who: str) -> dict[str, float] | None:
     """A run's group masses of `who` as {"<split> T=<t> <group>": %} (None when the run has none), for
     `results.collect`."""
-    masses = metrics.get("group_mass", {}).get(who)
-    if not masses:
-        return None
-    return {f"{split} {t} {group}": value for split, by_t in masses.items() for t, by_group in by_t.items()
-            for group, value in by_group.items()}
+    return flatten(metrics.get("group_mass", {}), who) or None
 
 
 def _settings(cell: Cell) -> list[str]:

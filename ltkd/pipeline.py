@@ -45,7 +45,7 @@ from ltkd.distributed import (
 from ltkd.engine import Stage, StopSignal
 from ltkd.errors import CheckpointError, ConfigError, LTKDError
 from ltkd.evaluation import Accuracy, accuracy_from_counts, class_counts
-from ltkd.group_mass import SPLITS, measure, table_rows
+from ltkd.group_mass import SPLITS, flatten, measure, table_rows
 from ltkd.loggers import NullLogger, RunLogger, build_logger
 from ltkd.models import create_model
 from ltkd.reporting import format_table, plot_per_class
@@ -186,6 +186,8 @@ def run(cfg: RunConfig, run_dir: Path, command: str = "", stop: StopSignal | Non
             teacher, teacher_report = obtain_teacher(ctx, given_teacher)
             student_report = train_student(ctx, teacher, teacher_report)
         group_mass = ctx.group_mass({"teacher": teacher, "student": student_report.pop("model")})
+        ctx.logger.summary({f"group_mass/{who} {key}": value for who in ("teacher", "student")
+                            for key, value in flatten(group_mass, who).items()})
         metrics = assemble_metrics(ctx, teacher_report, student_report, time.perf_counter() - started)
         metrics["group_mass"] = group_mass
         metrics["command"] = command
