@@ -170,19 +170,17 @@ def test_make_table_writes_the_group_mass_table_and_figure(tmp_path: Path):
             "config": {"seed": seed, "loss": {"name": loss}},
             "group_mass": {"definition": "d", "class_share": {"head": 33.0, "medium": 34.0, "tail": 33.0},
                            "teacher": {"train": masses(60.0 + seed)}, "student": {"train": masses(head)}}}))
+    older = runs / "a-ce0"  # a run without group masses (made before them), listed first, same teacher as seed 0
+    older.mkdir()
+    metrics = json.loads((runs / "kd0" / "metrics.json").read_text())
+    (older / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "group_mass"}
+                                                   | {"loss": "ce"}))
     assert make_table.main([str(runs), "--name", "t", "--out", str(tmp_path / "out")]) == 0
     md = (tmp_path / "out" / "t_group_mass.md").read_text()
+    assert "| ce |" not in md and "| ce |" in (tmp_path / "out" / "t.md").read_text()
     assert "mean over images of the summed softmax" in md and "head 33.00" in md
     assert "| 100 | resnet20 | resnet8 | teacher | 2 | train | 1 | 60.50 ± 0.71 |" in md
     assert "| 100 | resnet20 | resnet8 | kd | 2 | train | 1 | 52.00 ± 2.83 | 24.00 ± 1.41 |" in md
     assert "| ltkd | 2 | train | 4 | 40.00 ± 0.00 |" in md
     assert (tmp_path / "out" / "t_group_mass.png").stat().st_size > 1000
     assert (tmp_path / "out" / "t_group_mass.csv").read_text().startswith("dataset,imbalance_factor")
-
-
-def test_make_table_without_group_masses_writes_no_group_mass_table(tmp_path: Path):
-    from tests.test_results import write_run
-
-    write_run(tmp_path / "runs", "kd", 0, 40.0, 12.0)
-    assert make_table.main([str(tmp_path / "runs"), "--name", "t", "--out", str(tmp_path / "out")]) == 0
-    assert not (tmp_path / "out" / "t_group_mass.md").exists()
