@@ -38,21 +38,18 @@ def group_mass_sums(model: nn.Module, batches: Batches, class_to_group: Tensor, 
     """((len(temperatures), K) summed group masses over the images, their count), on the device."""
     was_training = model.training
     model.eval()
-    num_groups = int(class_to_group.max()) + 1
     sums, count = None, None
     for images, _ in batches:
         with autocast():
             logits, _ = model(images)
-        probs = torch.stack([F.softmax(logits.float() / t, dim=1) for t in temperatures])  # (T, N, C)
-        per_group = probs.new_zeros(len(temperatures), probs.shape[1], num_groups).index_add(2, class_to_group,
-                                                                                            probs)
-        batch_sum = per_group.sum(dim=1)
-        sums = batch_sum if sums is None else sums + batch_sum
-        count = (torch.zeros((), device=batch_sum.device) if count is None else count) + probs.shape[1]
+        per_class = torch.stack([F.softmax(logits.float() / t, dim=1).sum(dim=0) for t in temperatures])  # (T, C)
+        sums = per_class if sums is None else sums + per_class
+        count = (0 if count is None else count) + logits.new_full((), len(images), dtype=torch.float32)
     model.train(was_training)
     if sums is None:
         raise ValueError("group mass: no batches")
-    return sums, count
+    num_groups = int(class_to_group.max()) + 1
+    return sums.new_zeros(len(temperatures), num_groups).index_add(1, class_to_group, sums), count
 
 
 def measure(models: Mapping[str, nn.Module], loaders: Mapping[str, Batches], groups: Sequence[Sequence[int]],

@@ -435,9 +435,8 @@ def finalize_outputs(ctx: RunContext, metrics: dict[str, Any]) -> None:
             f"student {cfg.student.arch} ({cfg.loss.name})": metrics["student"]["final"]}
     print(format_table(rows, title=f"{ctx.data.name} imbalance {ctx.data.imbalance_factor:g}: final-epoch "
                                    "test accuracy (%)"))
-    if "group_mass" in metrics:
-        print(format_table(table_rows(metrics["group_mass"]), columns=GROUP_NAMES,
-                           title="mean group mass (%) (definition: README, metrics.json)"))
+    print(format_table(table_rows(metrics["group_mass"]), columns=GROUP_NAMES,
+                       title="mean group mass (%) (definition: README, metrics.json)"))
     plot_path = ctx.run_dir / "per_class_accuracy.png"
     plot_per_class(plot_path, ctx.data.train_counts, metrics["groups"],
                    {f"teacher ({cfg.teacher.arch})": metrics["teacher"]["final"]["per_class"],
