@@ -56,12 +56,13 @@ demo: $(STAMP)  ## CPU-sized run on real CIFAR-100-LT (γ=100): teacher, KD and 
 	$(PY) -m ltkd.train -m experiment=demo loss=kd,ltkd sweep_name=demo
 	$(PY) scripts/make_table.py multirun/demo --name demo --out multirun/demo
 
-cpu-scale: $(STAMP)  ## reduced-scale evidence on real CIFAR-100-LT γ=100 (resnet20 -> resnet8, 20 epochs; SEEDS="0 1 2"): teacher, KD, LTKD, LTKD rebalance-only and reweight-only, mean ± std; about 2 h on 2 cores
+cpu-scale: $(STAMP)  ## reduced-scale evidence on real CIFAR-100-LT γ=100 (resnet20 -> resnet8, 20 epochs; SEEDS="0 1 2"): teacher, KD, LTKD, LTKD rebalance-only and reweight-only, mean ± std, group masses; about 2 h on 2 cores
 	set -e; for s in $(SEEDS); do \
 		$(PY) -m ltkd.train -m $(CPU_SCALE) seed=$$s loss=kd,ltkd; \
 		$(PY) -m ltkd.train -m $(CPU_SCALE) seed=$$s loss=ltkd loss.reweight=false; \
 		$(PY) -m ltkd.train -m $(CPU_SCALE) seed=$$s loss=ltkd loss.rebalance=none; \
 	done
+	$(PY) scripts/group_mass.py multirun/cpu_scale_cifar100_lt_g100  # runs made before group masses existed
 	$(PY) scripts/make_table.py multirun/cpu_scale_cifar100_lt_g100 --name cpu_scale_cifar100_lt_g100
 
 reproduce-table: $(STAMP)  ## run a paper table's sweep (TABLE=cifar100_lt|tinyimagenet_lt|imagenet_lt|ablation|cifar100_lt_g100_resnet32x4_resnet8x4) and tabulate it; JOBS=N runs N jobs at once (one device, teacher shared)
