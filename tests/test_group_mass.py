@@ -150,6 +150,10 @@ def test_ltkd_step_statistics_are_the_batch_mass_and_the_applied_factors(rebalan
     applied = {"batch": means[1], "ema": 0.5 * means[0] + 0.5 * means[1], "none": None}[rebalance]
     expected = torch.ones(3) if applied is None else (1 / 3) / applied
     torch.testing.assert_close(factors, expected)
+    recorded = {k: float(v) for k, v in stats.items()}
+    distiller.eval()
+    distiller(*_batch(3), 1)  # evaluation steps are not training statistics
+    assert {k: float(v) for k, v in distiller.step_statistics().items()} == recorded
 
 
 def test_make_table_writes_the_group_mass_table_and_figure(tmp_path: Path):
