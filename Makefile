@@ -56,7 +56,8 @@ demo: $(STAMP)  ## CPU-sized run on real CIFAR-100-LT (γ=100): teacher, KD and 
 	$(PY) -m ltkd.train -m experiment=demo loss=kd,ltkd sweep_name=demo
 	$(PY) scripts/make_table.py multirun/demo --name demo --out multirun/demo
 
-cpu-scale: $(addprefix cpu-scale-seed-,$(SEEDS))  ## reduced-scale evidence on real CIFAR-100-LT γ=100 (resnet20 -> resnet8, 20 epochs; SEEDS="0 1 2"): teacher, KD, LTKD, LTKD rebalance-only and reweight-only, mean ± std; seeds in parallel with make -j3 (then OMP_NUM_THREADS=1)
+cpu-scale: $(addprefix cpu-scale-seed-,$(SEEDS))  ## reduced-scale evidence on real CIFAR-100-LT γ=100 (resnet20 -> resnet8, 20 epochs; SEEDS="0 1 2"): teacher, KD, LTKD, LTKD rebalance-only and reweight-only, mean ± std, group masses; seeds in parallel with make -j3 (then OMP_NUM_THREADS=1)
+	$(PY) scripts/group_mass.py multirun/cpu_scale_cifar100_lt_g100  # runs made before group masses existed
 	$(PY) scripts/make_table.py multirun/cpu_scale_cifar100_lt_g100 --name cpu_scale_cifar100_lt_g100
 
 cpu-scale-seed-%: $(STAMP)

@@ -272,11 +272,10 @@ class Stage:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            detached = terms.detach()
-            if sums["loss_terms"] is None:
-                sums["names"] = list(losses)
-                sums["loss_terms"] = torch.zeros_like(detached)
-            sums["loss_terms"] += detached
+            _accumulate(sums, "loss_terms", "names", losses)
+            statistics = self.module.step_statistics()
+            if statistics:
+                _accumulate(sums, "stat_terms", "stat_names", statistics)
             sums["correct"] += (logits.detach().argmax(dim=1) == labels).sum()
             sums["seen"] += labels.numel()
             sums["steps"] += 1
@@ -298,8 +297,9 @@ class Stage:
     def _read_epoch_stats(self, epoch: int, sums: dict) -> dict[str, float]:
         """The one host sync of the epoch: read the accumulated statistics (summed over ranks), stop on a
         non-finite loss."""
-        for key in ("loss_terms", "correct", "seen", "steps"):
-            all_reduce_sum(sums[key], self.dist)
+        for key in ("loss_terms", "stat_terms", "correct", "seen", "steps"):
+            if sums.get(key) is not None:
+                all_reduce_sum(sums[key], self.dist)
         no_bad = torch.iinfo(torch.long).max
         first_bad = torch.where(sums["bad_step"] >= 0, sums["bad_step"], no_bad)
         bad_step = int(all_reduce_min(first_bad, self.dist).item())
@@ -314,6 +314,18 @@ class Stage:
                                                                   strict=True)}
         stats["train/loss"] = sum(stats.values())
         stats["train/acc"] = 100.0 * float(sums["correct"].item()) / max(float(sums["seen"].item()), 1.0)
+        if sums.get("stat_terms") is not None:  # the distiller's step statistics, mean over the epoch's steps
+            stats.update({n: float(v) / steps for n, v in zip(sums["stat_names"], sums["stat_terms"].tolist(),
+                                                              strict=True)})
         if not math.isfinite(stats["train/loss"]):
             raise NonFiniteLoss(f"[{self.name}] non-finite loss at epoch {epoch}")
         return stats
+
+
+def _accumulate(sums: dict, terms_key: str, names_key: str, named: dict[str, Tensor]) -> None:
+    """Add this step's named scalars (detached, float32) to the epoch's device-side sums."""
+    values = torch.stack([v.detach().float() for v in named.values()])
+    if sums.get(terms_key) is None:
+        sums[names_key] = list(named)
+        sums[terms_key] = torch.zeros_like(values)
+    sums[terms_key] += values

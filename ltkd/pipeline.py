@@ -45,6 +45,7 @@ from ltkd.distributed import (
 from ltkd.engine import Stage, StopSignal
 from ltkd.errors import CheckpointError, ConfigError, LTKDError
 from ltkd.evaluation import Accuracy, accuracy_from_counts, class_counts
+from ltkd.group_mass import SPLITS, flatten, measure, table_rows
 from ltkd.loggers import NullLogger, RunLogger, build_logger
 from ltkd.models import create_model
 from ltkd.reporting import format_table, plot_per_class
@@ -72,10 +73,11 @@ class RunContext:
         """Each stage's own seed (weights and data order), so a stage never depends on what ran before."""
         return self.cfg.seed * 1009 + (1 if stage == "student" else 0)
 
-    def loader(self, train: bool, stage: str):
-        """The train or test batches of the run, device-resident where the dataset fits in memory."""
+    def loader(self, train: bool, stage: str, split_name: str | None = None):
+        """The train or test batches of the run, device-resident where the dataset fits in memory.
+        `split_name` ("train" / "test") reads that split instead, augmented only when `train`."""
         tr, data, rt = self.cfg.trainer, self.data, self.runtime
-        split = data.train if train else data.test
+        split = getattr(data, split_name or ("train" if train else "test"))
         seed = self.stage_seed(stage)
         batch_size = (tr.batch_size if train else tr.eval_batch_size) // self.dist.world_size  # per rank
         common = dict(batch_size=max(batch_size, 1), train=train, device=rt.device, seed=seed,
@@ -97,6 +99,12 @@ class RunContext:
             return accuracy_from_counts(correct, total, self.groups)
 
         return evaluate
+
+    def group_mass(self, models: dict[str, nn.Module]) -> dict[str, Any]:
+        """`models`' mean group masses on the unaugmented training set and the test set (ltkd.group_mass)."""
+        loaders = {split: self.loader(False, "eval", split) for split in SPLITS}
+        return measure(models, loaders, self.groups, (1.0, self.cfg.loss.temperature), self.runtime.autocast,
+                       functools.partial(all_reduce_sum, info=self.dist))
 
     def new_model(self, arch: str, stage: str) -> nn.Module:
         """A freshly initialised model, seeded per stage so it never depends on what ran before."""
@@ -178,7 +186,11 @@ def run(cfg: RunConfig, run_dir: Path, command: str = "", stop: StopSignal | Non
         with ctx.stop.installed():
             teacher, teacher_report = obtain_teacher(ctx, given_teacher)
             student_report = train_student(ctx, teacher, teacher_report)
+        group_mass = ctx.group_mass({"teacher": teacher, "student": student_report.pop("model")})
+        ctx.logger.summary({f"group_mass/{who} {key}": value for who in ("teacher", "student")
+                            for key, value in flatten(group_mass, who).items()})
         metrics = assemble_metrics(ctx, teacher_report, student_report, time.perf_counter() - started)
+        metrics["group_mass"] = group_mass
         metrics["command"] = command
         if main:
             finalize_outputs(ctx, metrics)
@@ -359,7 +371,7 @@ def train_student(ctx: RunContext, teacher: nn.Module, teacher_report: dict) -> 
     ctx.logger.summary({f"student/{k}": v for k, v in result.final.summary().items()}
                        | {f"student_best/{k}": v for k, v in result.best.summary().items()})
     return {"final": result.final.as_dict(), "best": result.best.as_dict(), "best_epoch": result.best_epoch,
-            "history": result.history, "wall_time_s": result.wall_time_s}
+            "history": result.history, "wall_time_s": result.wall_time_s, "model": student}
 
 
 def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -426,6 +438,8 @@ def finalize_outputs(ctx: RunContext, metrics: dict[str, Any]) -> None:
             f"student {cfg.student.arch} ({cfg.loss.name})": metrics["student"]["final"]}
     print(format_table(rows, title=f"{ctx.data.name} imbalance {ctx.data.imbalance_factor:g}: final-epoch "
                                    "test accuracy (%)"))
+    print(format_table(table_rows(metrics["group_mass"]), columns=GROUP_NAMES,
+                       title="mean group mass (%) (definition: README, metrics.json)"))
     plot_path = ctx.run_dir / "per_class_accuracy.png"
     plot_per_class(plot_path, ctx.data.train_counts, metrics["groups"],
                    {f"teacher ({cfg.teacher.arch})": metrics["teacher"]["final"]["per_class"],

@@ -9,9 +9,10 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,9 +84,18 @@ def _variants(runs: list[dict]) -> list[str]:
     return [", ".join(f"{k.split('.')[-1]}={f.get(k)}" for k in keys) for f in flats]
 
 
-def collect(paths: Iterable[Path], which: str = "final") -> list[Cell]:
+def accuracies(which: str) -> Callable[[dict, str], dict[str, float] | None]:
+    """The values `collect` tabulates by default: the `which` ("final" / "best") head, medium, tail, overall
+    test accuracy of the run's teacher or student."""
+    return lambda m, who: {col: m[who][which][col] for col in COLUMNS}
+
+
+def collect(paths: Iterable[Path], which: str = "final",
+            read: Callable[[dict, str], dict[str, float] | None] | None = None) -> list[Cell]:
     """Group runs into cells (one per method and variant, seeds averaged); the teacher row counts each
-    distinct (seed, teacher) once."""
+    distinct (seed, teacher) once. `read(metrics, "teacher" | "student")` gives a run's values by column
+    (default: `accuracies(which)`; None: the run has none)."""
+    read = read or accuracies(which)
     runs = [json.loads(path.read_text()) for path in paths]
     by_method: dict[tuple, list[dict]] = defaultdict(list)
     for m in runs:
@@ -96,15 +106,17 @@ def collect(paths: Iterable[Path], which: str = "final") -> list[Cell]:
     for (*base, loss), group in by_method.items():
         for m, variant in zip(group, _variants(group), strict=True):
             scale = (m["epochs"], m.get("max_steps_per_epoch"))
-            entries = [(loss, variant, m["student"][which], m["student"].get("wall_time_s"))]
-            teacher_id = (*base[:3], m["seed"], m["teacher"].get("source"))
-            if teacher_id not in teachers_seen:
+            entries = [(loss, variant, read(m, "student"), m["student"].get("wall_time_s"))]
+            teacher_id, teacher_values = (*base[:3], m["seed"], m["teacher"].get("source")), read(m, "teacher")
+            if teacher_id not in teachers_seen and teacher_values is not None:
                 teachers_seen.add(teacher_id)
-                entries.append(("teacher", "", m["teacher"][which], m["teacher"].get("wall_time_s")))
-            for method, label, acc, wall in entries:
+                entries.append(("teacher", "", teacher_values, m["teacher"].get("wall_time_s")))
+            for method, label, values, wall in entries:
+                if values is None:
+                    continue
                 cell = cells.setdefault((*base, method, label), Cell(*base, method, label))
-                for col in COLUMNS:
-                    cell.values[col].append(float(acc[col]))
+                for col, value in values.items():
+                    cell.values[col].append(float(value))
                 cell.seeds.append(m["seed"])
                 cell.scales.add(scale)
                 if wall:
@@ -140,7 +152,7 @@ def load_published(path: Path = PUBLISHED) -> dict[tuple, dict[str, float]]:
     return published
 
 
-def _fmt(mean: float | None, std: float | None) -> str:
+def fmt(mean: float | None, std: float | None) -> str:
     if mean is None:
         return ""
     return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
@@ -180,7 +192,7 @@ def to_rows(cells: list[Cell], published: dict[tuple, dict[str, float]]) -> list
                "student": c.student, "method": c.label, "seeds": str(len(c.seeds)),
                "epochs": ",".join(f"{e}" + (f"x{s}steps" if s else "") for e, s in sorted(c.scales, key=str))}
         for col in COLUMNS:
-            row[col] = _fmt(c.mean(col), c.std(col))
+            row[col] = fmt(c.mean(col), c.std(col))
         for col in ("tail", "overall"):
             row[f"paper_{col}"] = f"{paper[col]:.2f}" if col in paper else ""
             ours = c.mean(col)
@@ -190,8 +202,13 @@ def to_rows(cells: list[Cell], published: dict[tuple, dict[str, float]]) -> list
     return rows
 
 
-def write_table(rows: list[dict[str, str]], out_base: Path, header: str) -> None:
-    """`<out_base>.csv` and `<out_base>.md`."""
+ACCURACY_SHOWN = ("imbalance_factor", "teacher", "student", "method", "seeds", "epochs", *COLUMNS,
+                  "paper_tail", "diff_tail", "paper_overall", "diff_overall", "wall_time_min")
+
+
+def write_table(rows: list[dict[str, str]], out_base: Path, header: str,
+                shown: Sequence[str] = ACCURACY_SHOWN) -> None:
+    """`<out_base>.csv` (every field) and `<out_base>.md` (the `shown` ones)."""
     out_base.parent.mkdir(parents=True, exist_ok=True)
     fields = list(rows[0]) if rows else []
     with open(out_base.with_suffix(".csv"), "w", newline="") as f:
@@ -199,8 +216,6 @@ def write_table(rows: list[dict[str, str]], out_base: Path, header: str) -> None
         writer.writeheader()
         writer.writerows(rows)
     md = [header, ""]
-    shown = ["imbalance_factor", "teacher", "student", "method", "seeds", "epochs", *COLUMNS,
-             "paper_tail", "diff_tail", "paper_overall", "diff_overall", "wall_time_min"]
     md.append("| " + " | ".join(shown) + " |")
     md.append("|" + "---|" * len(shown))
     for row in rows:
@@ -209,7 +224,18 @@ def write_table(rows: list[dict[str, str]], out_base: Path, header: str) -> None
 
 
 def plot_table(cells: list[Cell], path: Path, title: str) -> None:
-    """Tail and overall accuracy per method, grouped by γ; one row of panels per pair."""
+    """Save `table_figure` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = table_figure(cells, title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def table_figure(cells: list[Cell], title: str):
+    """Tail and overall accuracy per method, grouped by γ, each bar labelled with its value; one row of
+    panels per pair."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,16 +250,19 @@ def plot_table(cells: list[Cell], path: Path, title: str) -> None:
         width = 0.8 / max(len(methods), 1)
         for col, metric in enumerate(("tail", "overall")):
             ax = axes[row][col]
+            top = 0.0
             for i, method in enumerate(methods):
                 heights = [next((c.mean(metric) for c in mine if c.label == method and c.imbalance_factor == g),
-                                0.0) for g in gammas]
-                ax.bar([x + i * width for x in range(len(gammas))], heights, width, label=method)
+                                None) for g in gammas]
+                shown = [math.nan if h is None else h for h in heights]  # a missing cell: no bar, no label
+                bars = ax.bar([x + i * width for x in range(len(gammas))], shown, width, label=method)
+                ax.bar_label(bars, labels=["" if h is None else f"{h:.1f}" for h in heights], fontsize=7)
+                top = max([top, *(h for h in heights if h is not None)])
             ax.set_xticks([x + 0.4 - width / 2 for x in range(len(gammas))], [f"γ={g:g}" for g in gammas])
+            ax.set_ylim(0, max(top, 1.0) * 1.15)  # accuracy axis from 0, also when every value is 0
             ax.set_ylabel(f"{metric} accuracy (%)")
             ax.set_title(f"{pair[1]} → {pair[2]}: {metric}")
         axes[row][0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig

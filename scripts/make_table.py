@@ -12,6 +12,8 @@ import datetime as dt
 import sys
 from pathlib import Path
 
+from ltkd import group_mass_table
+from ltkd.group_mass_table import read_group_mass
 from ltkd.results import (
     check_consistent,
     collect,
@@ -60,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     plot_table(cells, out_base.with_suffix(".png"), f"{name} ({args.which} epoch)" + (" [reduced]" if reduced else ""))
     print(out_base.with_suffix(".md").read_text())
     print(f"wrote {out_base}.md, .csv, .png")
+    mass_cells = collect(paths, read=read_group_mass)
+    if mass_cells:  # runs that measured the teacher's bias (new runs; older ones via scripts/group_mass.py)
+        mass_md = group_mass_table.write(mass_cells, paths, out_base, name + (" [reduced]" if reduced else ""),
+                                         provenance(paths))
+        print(mass_md.read_text())
+        print(f"wrote {mass_md.with_suffix('')}.md, .csv, .png")
     return 0
 
 

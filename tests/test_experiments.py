@@ -211,7 +211,8 @@ def test_wandb_records_job_group_tags_metrics_and_charts_offline_without_credent
         assert b"imbalance_factor" in log  # the config
     assert b"teacher" in teacher_log and b"teacher/test/tail" in teacher_log and b"teacher/lr" in teacher_log
     for key in (b"student", b"student/test/overall", b"student/train/loss_kd", b"student/per_class_chart",
-                b"teacher/per_class", b"teacher/tail"):
+                b"teacher/per_class", b"teacher/tail", b"student/ltkd/teacher_mass_tail",
+                b"student/ltkd/rebalance_factor_head", b"group_mass/teacher train T=1 head"):
         assert key in student_log, key
 
 

@@ -85,6 +85,11 @@ class Distiller(nn.Module):
         """The weighted distillation term, before the warm-up factor."""
         raise NotImplementedError(f"{type(self).__name__} has a teacher but no distill_loss")
 
+    def step_statistics(self) -> dict[str, Tensor]:
+        """Named scalars of the last training step that the stage averages per epoch into its history
+        (e.g. LTKD's group statistics); none by default."""
+        return {}
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The student's parameters and the distiller's own (e.g. ReviewKD's ABF), never the teacher's."""
         frozen = {id(p) for p in self.teacher.parameters()} if self.teacher is not None else set()

@@ -7,9 +7,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ltkd.data import GROUP_NAMES
 from ltkd.distillers.base import CrossEntropyTerm, Distiller, Features
 from ltkd.errors import ConfigError
-from ltkd.losses import ltkd_loss, teacher_group_mean
+from ltkd.losses import ltkd_loss, rebalance_factors, teacher_group_mean
 
 REBALANCE_MODES = ("batch", "ema", "none")
 
@@ -22,6 +23,8 @@ class LTKD(Distiller):
     checkpointed; the first step initialises it, then ema <- m·ema + (1-m)·batch mean, updated in training
     mode only), "none" not at all. `stats_reducer` maps the batch mean before use, e.g. a mean over DDP ranks
     (None: the local batch). `reweight`: within-group KLs weighted 1/K instead of by the teacher's group mass.
+    `step_statistics()`: the last training step's batch mean of the teacher's group mass (%, at T, after
+    `stats_reducer`) and the rebalancing factors applied (`rebalance_factors`; 1 with rebalance "none").
     """
 
     teacher_logits_only = True
@@ -42,22 +45,40 @@ class LTKD(Distiller):
         self.stats_reducer = stats_reducer
         self.num_groups = int(class_to_group.max()) + 1
         self.register_buffer("class_to_group", class_to_group.long(), persistent=False)
+        device = class_to_group.device
+        self.register_buffer("step_teacher_mass", torch.zeros(self.num_groups, device=device), persistent=False)
+        self.register_buffer("step_rebalance_factor", torch.ones(self.num_groups, device=device), persistent=False)
+        self.group_names = GROUP_NAMES if self.num_groups == len(GROUP_NAMES) else [
+            f"g{g + 1}" for g in range(self.num_groups)]
         if rebalance == "ema":
-            device = class_to_group.device
             self.register_buffer("group_mean_ema", torch.zeros(self.num_groups, device=device))
             self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long, device=device))
 
     def group_stats(self, logits_t: Tensor) -> Tensor | None:
         """The (K,) group statistics the teacher is rebalanced with; None when not rebalancing."""
-        if self.rebalance == "none":
-            return None
         stats = teacher_group_mean(logits_t, self.class_to_group, self.temperature,
                                    num_groups=self.num_groups)
         if self.stats_reducer is not None:
             stats = self.stats_reducer(stats)
+        self._record(self.step_teacher_mass, stats)
+        if self.rebalance == "none":
+            return None
         if self.rebalance == "ema":
             stats = self._update_ema(stats)
+        self._record(self.step_rebalance_factor, rebalance_factors(stats))
         return stats
+
+    @torch.no_grad()
+    def _record(self, buffer: Tensor, value: Tensor) -> None:
+        if self.training:
+            buffer.copy_(value)
+
+    def step_statistics(self) -> dict[str, Tensor]:
+        """The teacher's batch group mass in percent and the rebalancing factor, per group."""
+        return {f"ltkd/{what}_{name}": buffer[g]
+                for what, buffer in (("teacher_mass", 100 * self.step_teacher_mass),
+                                     ("rebalance_factor", self.step_rebalance_factor))
+                for g, name in enumerate(self.group_names)}
 
     @torch.no_grad()
     def _update_ema(self, batch_mean: Tensor) -> Tensor:

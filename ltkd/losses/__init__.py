@@ -4,7 +4,13 @@ from ltkd.losses.ce import class_log_prior, logit_adjusted_ce
 from ltkd.losses.dkd import dkd_loss
 from ltkd.losses.hcl import hcl_loss
 from ltkd.losses.kd import kd_loss
-from ltkd.losses.ltkd import KLDecomposition, kl_decomposition, ltkd_loss, teacher_group_mean
+from ltkd.losses.ltkd import (
+    KLDecomposition,
+    kl_decomposition,
+    ltkd_loss,
+    rebalance_factors,
+    teacher_group_mean,
+)
 
 __all__ = [
     "KLDecomposition",
@@ -15,5 +21,6 @@ __all__ = [
     "kl_decomposition",
     "logit_adjusted_ce",
     "ltkd_loss",
+    "rebalance_factors",
     "teacher_group_mean",
 ]

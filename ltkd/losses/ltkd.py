@@ -77,9 +77,20 @@ def _rebalanced(log_b_t: Tensor, group_stats: Tensor | None) -> Tensor:
         log_mean = torch.logsumexp(log_b_t, dim=0) - math.log(log_b_t.shape[0])
     else:
         log_mean = group_stats.to(log_b_t.dtype).log()
-    log_mean = log_mean.detach()
-    shifted = log_b_t + torch.where(torch.isfinite(log_mean), -log_mean, 0.0)
+    shifted = log_b_t + _log_rebalance_shift(log_mean.detach())
     return shifted - torch.logsumexp(shifted, dim=1, keepdim=True)
+
+
+def _log_rebalance_shift(log_mean: Tensor) -> Tensor:
+    """log s_G = -log mean_G, the log-factor group G is scaled by (0, unscaled, where the mean mass is 0)."""
+    return torch.where(torch.isfinite(log_mean), -log_mean, 0.0)
+
+
+def rebalance_factors(group_stats: Tensor) -> Tensor:
+    """(K,): the factors rebalancing scales the teacher's groups by, s_G = (1/K) / mean_G for the group
+    statistics `group_stats` (K,), so that a teacher already uniform over the groups gets 1 everywhere (a
+    group with zero mean mass is left unscaled: 1/K)."""
+    return _log_rebalance_shift(group_stats.float().log()).exp() / group_stats.numel()
 
 
 def ltkd_loss(logits_s: Tensor, logits_t: Tensor, class_to_group: Tensor, alpha: float, beta: float,
