@@ -11,6 +11,16 @@ from ltkd.checkpoint import atomic_write_bytes
 COLUMNS = ("head", "medium", "tail", "overall")
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def format_table(rows: Mapping[str, Mapping[str, float]], title: str = "") -> str:
     """A fixed-width table: one row per model, columns head / medium / tail / overall (percent)."""
     width = max([len(name) for name in rows] + [8])
@@ -29,10 +39,7 @@ def plot_per_class(
     title: str,
 ) -> None:
     """Per-class test accuracy with classes sorted by training count; head/medium/tail shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     order = [c for name in ("head", "medium", "tail") for c in groups[name]]
     fig, ax = plt.subplots(figsize=(10, 4))

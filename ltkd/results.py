@@ -17,10 +17,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ltkd.distillers import METHODS
+from ltkd.reporting import COLUMNS, pyplot
 from ltkd.train import CONFIG_DIR
 
-COLUMNS = ("head", "medium", "tail", "overall")
-METHOD_ORDER = ("teacher", "ce", "kd", "dkd", "reviewkd", "ltkd")
+METHOD_ORDER = ("teacher", *METHODS)
 PUBLISHED = Path(__file__).resolve().parent.parent / "results" / "published.csv"
 
 
@@ -210,10 +211,7 @@ def write_table(rows: list[dict[str, str]], out_base: Path, header: str) -> None
 
 def plot_table(cells: list[Cell], path: Path, title: str) -> None:
     """Tail and overall accuracy per method, grouped by γ; one row of panels per pair."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     pairs = sorted({(c.dataset, c.teacher, c.student) for c in cells})
     fig, axes = plt.subplots(len(pairs), 2, figsize=(11, 3.2 * len(pairs)), squeeze=False)

@@ -55,10 +55,10 @@ def test_every_loss_trains_in_bf16_channels_last_fused_without_host_sync(loss: s
     stage.train_loader = DeviceLoader(train.images[:64], train.labels[:64], batch_size=64, train=True,
                                       mean=ctx.data.mean, std=ctx.data.std, pad=0, device="cuda",
                                       channels_last=True)
-    sums = [stage.train_epoch(1, 0, None, {})]  # warm-up: lazy CUDA initialisation, cuDNN autotuning
+    sums = [stage.train_epoch(1)]  # warm-up: lazy CUDA initialisation, cuDNN autotuning
     torch.cuda.set_sync_debug_mode("error")  # any host synchronisation in the step loop raises
     try:
-        sums += [stage.train_epoch(epoch, 0, None, {}) for epoch in range(2, 21)]
+        sums += [stage.train_epoch(epoch) for epoch in range(2, 21)]
     finally:
         torch.cuda.set_sync_debug_mode("default")
     losses = [stage._read_epoch_stats(epoch, s)["train/loss"] for epoch, s in enumerate(sums, 1)]
@@ -110,5 +110,5 @@ def test_compile_trains_a_step(compose_toy, tmp_path: Path):
     ctx = cuda_context(compose_toy, tmp_path, "loss=ce", "trainer.compile=true", "trainer.max_steps_per_epoch=2")
     stage, _ = student_stage(ctx, tmp_path / "student.ckpt")
     assert stage.forward._compiled_call_impl is not None
-    stats = stage._read_epoch_stats(1, stage.train_epoch(1, 0, None, {}))
+    stats = stage._read_epoch_stats(1, stage.train_epoch(1))
     assert math.isfinite(stats["train/loss"])
