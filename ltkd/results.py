@@ -80,7 +80,9 @@ def _variants(runs: list[dict]) -> list[str]:
     """For runs of one method on one setting: a label of the config values in which each run differs."""
     flats = [{k: v for k, v in _flatten(m.get("config", {})).items() if not k.startswith(IGNORED_KEYS)}
              for m in runs]
-    keys = sorted({k for f in flats for k in f if len({repr(g.get(k)) for g in flats}) > 1})
+    # a loss key some runs lack was stored by runs made before each loss had its own keys: it never mattered
+    keys = sorted({k for f in flats for k in f if len({repr(g.get(k)) for g in flats}) > 1
+                   and not (k.startswith("loss.") and any(k not in g for g in flats))})
     return [", ".join(f"{k.split('.')[-1]}={f.get(k)}" for k in keys) for f in flats]
 
 

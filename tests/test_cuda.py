@@ -14,15 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from ltkd.build import RunContext, build_context, student_distiller
 from ltkd.checkpoint import load_checkpoint
 from ltkd.config import load_config
-from ltkd.data import split_groups
 from ltkd.data.loaders import DeviceLoader
 from ltkd.engine import Preempted, Stage, StopSignal
-from ltkd.loggers import NullLogger
 from ltkd.models import create_model
-from ltkd.pipeline import RunContext, load_data, student_distiller
-from ltkd.runtime import Runtime, resolve_runtime
+from ltkd.runtime import Runtime
 from tests.conftest import CUDA_ONLY
 
 pytestmark = CUDA_ONLY
@@ -32,10 +30,7 @@ LOSSES = {"ce": ["loss=ce"], "kd": ["loss=kd"], "dkd": ["loss=dkd"], "reviewkd":
 
 
 def cuda_context(compose_toy, run_dir: Path, *overrides: str) -> RunContext:
-    cfg = load_config(compose_toy("trainer.device=cuda", "loss.warmup_epochs=0", *overrides))
-    data = load_data(cfg)
-    return RunContext(cfg, run_dir, data, split_groups(data.train_counts, cfg.dataset.group_fractions),
-                      resolve_runtime(cfg.trainer), NullLogger(), StopSignal())
+    return build_context(load_config(compose_toy("trainer.device=cuda", "loss.warmup_epochs=0", *overrides)), run_dir)
 
 
 def student_stage(ctx: RunContext, checkpoint: Path) -> tuple[Stage, torch.nn.Module]:
