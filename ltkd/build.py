@@ -121,9 +121,9 @@ def load_data(cfg: RunConfig) -> LongTailedData:
     return data
 
 
-
 def teacher_distiller(ctx: RunContext, teacher: nn.Module) -> Distiller:
-    """The teacher's own training objective: cross-entropy on the long-tailed set."""
+    """The teacher's own training objective: plain cross-entropy on the long-tailed set (whatever the loss
+    config says; `ctx` kept for callers that pass it)."""
     return CE(teacher)
 
 

@@ -25,7 +25,7 @@ from ltkd.distillers import METHODS, LossConfig
 from ltkd.errors import ConfigError, first_line
 from ltkd.models import available_models, model_name
 
-__all__ = ["LossConfig", "RunConfig", "check_fractions", "load_config", "run_identity", "unknown_key_message"]
+__all__ = ["LossConfig", "RunConfig", "load_config", "run_identity", "unknown_key_message"]
 
 
 @dataclass(frozen=True)

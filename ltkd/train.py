@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ltkd.config import load_config, unknown_key_message
-from ltkd.errors import STOPPED_EXIT_CODES, USER_ERROR_EXIT_CODE, LTKDError, OutputError
+from ltkd.errors import STOPPED_EXIT_CODES, USER_ERROR_EXIT_CODE, LTKDError, OutputError, first_line
 from ltkd.sweep import record_outcome
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -105,7 +105,7 @@ def main(cfg: DictConfig) -> int:
         status, message = execute(cfg, run_dir, command)
     except Exception as exc:  # a bug, or debug=true: this job failed, the others still run
         traceback.print_exc()
-        status, message = 1, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        status, message = 1, f"{type(exc).__name__}: {first_line(exc)}"
     if status:
         print(message, file=sys.stderr)
     record_outcome(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, list(hydra_cfg.overrides.task), run_dir,
@@ -147,7 +147,7 @@ def hydra_error_line(exc: Exception, overrides: list[str] = ()) -> str:
     if full_key and "not in struct" in str(exc.__cause__):
         loss = chosen_loss(list(overrides)) if full_key.startswith("loss.") else None
         return unknown_key_message(full_key, loss)
-    lines = [str(e).strip().splitlines()[0] for e in (exc, exc.__cause__) if e is not None and str(e).strip()]
+    lines = [first_line(e) for e in (exc, exc.__cause__) if e is not None and str(e).strip()]
     return " (".join(lines) + ")" * (len(lines) - 1)
 
 
