@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
 
 from ltkd import pipeline
 from ltkd.config import load_config
@@ -167,7 +168,8 @@ def test_the_new_method_s_config_is_checked_against_its_own_keys(plugins: Path, 
     with pytest.raises(ConfigError, match=r"^loss\.alpha: -1; must be >= 0$"):
         load_config(toy_config(plugins, tmp_path, "loss.alpha=-1"))
     raw = toy_config(plugins, tmp_path)
-    raw.loss.temperature = 4.0  # a key of other methods, not of this one
+    with open_dict(raw):
+        raw.loss.temperature = 4.0  # a key of other methods, not of this one
     with pytest.raises(ConfigError, match=r"^loss\.temperature: unknown config key for loss=l2_logits; its keys: "
                                           r"alpha, ce_weight, logit_adjust_tau, name, warmup_epochs$"):
         load_config(raw)
