@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ltkd.errors import CheckpointError, OutputError
+from ltkd.errors import CheckpointError, OutputError, first_line
 
 FORMAT = "ltkd-checkpoint-v1"
 
@@ -83,7 +83,7 @@ def load_checkpoint(path: str | Path, *, trusted: bool = True) -> dict[str, Any]
         envelope = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(
-            f"checkpoint '{path}' is truncated or not an ltkd checkpoint ({_first_line(exc)})"
+            f"checkpoint '{path}' is truncated or not an ltkd checkpoint ({first_line(exc)})"
         ) from None
     if not isinstance(envelope, dict) or envelope.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint '{path}' is not an ltkd checkpoint (format {FORMAT} expected)")
@@ -93,9 +93,4 @@ def load_checkpoint(path: str | Path, *, trusted: bool = True) -> dict[str, Any]
     try:
         return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=not trusted)
     except Exception as exc:
-        raise CheckpointError(f"checkpoint '{path}' could not be read ({_first_line(exc)})") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        raise CheckpointError(f"checkpoint '{path}' could not be read ({first_line(exc)})") from None

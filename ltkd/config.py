@@ -18,12 +18,14 @@ from typing import Any, Literal, get_args, get_origin
 
 from omegaconf import DictConfig, OmegaConf
 
+from ltkd.checks import check_fractions, require
+from ltkd.data.datasets import DATASETS
 from ltkd.deadline import parse_duration
-from ltkd.errors import ConfigError
+from ltkd.distillers import METHODS, LossConfig
+from ltkd.errors import ConfigError, first_line
+from ltkd.models import available_models, model_name
 
-DatasetName = Literal["cifar100_lt", "tinyimagenet_lt", "imagenet_lt"]
-LossName = Literal["ce", "kd", "dkd", "reviewkd", "ltkd"]
-NUM_CLASSES: dict[str, int] = {"cifar100_lt": 100, "tinyimagenet_lt": 200, "imagenet_lt": 1000}
+__all__ = ["LossConfig", "RunConfig", "load_config", "run_identity", "unknown_key_message"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    name: DatasetName
+    name: str  # a key of ltkd.data.DATASETS
     imbalance_factor: float
     seed: int = 0
     n_max: int | None = None
@@ -45,7 +47,7 @@ class DatasetConfig:
 
     @property
     def num_classes(self) -> int:
-        return NUM_CLASSES[self.name]
+        return DATASETS[self.name].num_classes
 
 
 @dataclass(frozen=True)
@@ -67,23 +69,6 @@ class TeacherConfig:
 class StudentConfig:
     arch: str
     lr: float | None = None
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    name: LossName
-    temperature: float = 4.0
-    ce_weight: float = 1.0
-    alpha: float = 1.0
-    beta: float = 0.0
-    warmup_epochs: int = 0
-    rebalance: Literal["batch", "ema", "none"] = "none"
-    ema_momentum: float = 0.9
-    reweight: bool = False
-    group_fractions: tuple[float, ...] = (0.33, 0.34, 0.33)
-    global_stats: bool = True
-    logit_adjust_tau: float = 0.0
-    preact: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,7 +122,7 @@ class RunConfig:
     pair: PairConfig
     teacher: TeacherConfig
     student: StudentConfig
-    loss: LossConfig
+    loss: LossConfig  # the chosen method's own config class (ltkd.distillers.METHODS)
     trainer: TrainerConfig
     logger: LoggerConfig
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -165,13 +150,14 @@ def load_config(cfg: DictConfig | dict[str, Any]) -> RunConfig:
             job_keys = [key for key in cfg if key != "hydra"]
             raw = OmegaConf.to_container(OmegaConf.masked_copy(cfg, job_keys), resolve=True, throw_on_missing=True)
         except Exception as exc:  # omegaconf reports the key in its message's first line
-            raise ConfigError(f"config: {str(exc).splitlines()[0]}") from None
+            raise ConfigError(f"config: {first_line(exc)}") from None
     else:
         raw = dict(cfg)
     raw.pop("hydra", None)
     run = _build(RunConfig, raw, "")
     _validate(run)
-    return run
+    return dataclasses.replace(run, teacher=dataclasses.replace(run.teacher, arch=model_name(run.teacher.arch)),
+                               student=dataclasses.replace(run.student, arch=model_name(run.student.arch)))
 
 
 # --- typed construction -------------------------------------------------------------------------
@@ -179,11 +165,15 @@ def load_config(cfg: DictConfig | dict[str, Any]) -> RunConfig:
 def _build(cls: type, raw: Any, prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
+    loss_name = None
+    if cls is LossConfig:  # the loss section is checked against the chosen method's own config
+        loss_name = _coerce(Literal[tuple(METHODS)], raw.get("name"), f"{prefix}name")
+        cls = METHODS[loss_name].config
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
-        raise ConfigError(unknown_key_message(f"{prefix}{unknown[0]}"))
+        raise ConfigError(unknown_key_message(f"{prefix}{unknown[0]}", loss_name))
     values = {}
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
@@ -244,29 +234,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 
 # --- semantic checks ----------------------------------------------------------------------------
 
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
-def check_fractions(key: str, fractions: tuple[float, ...], num_classes: int) -> None:
-    """Group fractions: positive, summing to 1, and every group non-empty for `num_classes` classes."""
-    _require(len(fractions) >= 1, f"{key}: empty list; give one fraction per group, summing to 1")
-    _require(all(f > 0 for f in fractions), f"{key}: {list(fractions)} has a fraction <= 0; all must be > 0")
-    _require(
-        math.isclose(sum(fractions), 1.0, abs_tol=1e-6),
-        f"{key}: {list(fractions)} sums to {sum(fractions):g}; the fractions must sum to 1",
-    )
-    sizes = [round(f * num_classes) for f in fractions[:-1]]
-    sizes.append(num_classes - sum(sizes))
-    _require(
-        all(s >= 1 for s in sizes),
-        f"{key}: {list(fractions)} leaves a group empty with {num_classes} classes (sizes {sizes})",
-    )
-
-
-def unknown_key_message(full_key: str) -> str:
-    """`<key>: unknown config key; allowed keys here: ...` for a dotted key the RunConfig does not have."""
+def unknown_key_message(full_key: str, loss_name: str | None = None) -> str:
+    """`<key>: unknown config key; allowed keys here: ...` for a dotted key the RunConfig does not have; under
+    `loss.`, with the method `loss_name` known: `<key>: unknown config key for loss=<name>; its keys: ...`."""
     cls: Any = RunConfig
     parents = full_key.split(".")[:-1]
     for part in parents:
@@ -275,6 +245,9 @@ def unknown_key_message(full_key: str) -> str:
             return f"{full_key}: unknown config key"
         cls = typing.get_type_hints(cls)[part]
     names = sorted(f.name for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else []
+    if cls is LossConfig and loss_name in METHODS:
+        keys = sorted(f.name for f in dataclasses.fields(METHODS[loss_name].config))
+        return f"{full_key}: unknown config key for loss={loss_name}; its keys: {', '.join(keys)}"
     return f"{full_key}: unknown config key" + (f"; allowed keys here: {', '.join(names)}" if names else "")
 
 
@@ -303,58 +276,71 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _validate(run: RunConfig) -> None:
-    from ltkd.models import available_models
-
     models = available_models()
-    ds, tr, loss = run.dataset, run.trainer, run.loss
+    ds, tr = run.dataset, run.trainer
+    _coerce(Literal[tuple(DATASETS)], ds.name, "dataset.name")
     for key, seed in (("seed", run.seed), ("dataset.seed", ds.seed)):
-        _require(0 <= seed <= MAX_SEED, f"{key}: {seed}; must be in [0, {MAX_SEED}]")
-    _require(ds.imbalance_factor >= 1, f"dataset.imbalance_factor: {ds.imbalance_factor:g}; must be >= 1")
-    _require(ds.n_max is None or ds.n_max >= 1, f"dataset.n_max: {ds.n_max}; must be >= 1 or null")
-    _require(ds.max_test_per_class is None or ds.max_test_per_class >= 1,
-             f"dataset.max_test_per_class: {ds.max_test_per_class}; must be >= 1 or null")
-    _require(len(ds.group_fractions) == 3,
-             f"dataset.group_fractions: {list(ds.group_fractions)}; give 3 fractions (head, medium, tail)")
+        require(0 <= seed <= MAX_SEED, f"{key}: {seed}; must be in [0, {MAX_SEED}]")
+    require(ds.imbalance_factor >= 1, f"dataset.imbalance_factor: {ds.imbalance_factor:g}; must be >= 1")
+    require(ds.n_max is None or ds.n_max >= 1, f"dataset.n_max: {ds.n_max}; must be >= 1 or null")
+    require(ds.max_test_per_class is None or ds.max_test_per_class >= 1,
+            f"dataset.max_test_per_class: {ds.max_test_per_class}; must be >= 1 or null")
+    require(len(ds.group_fractions) == 3,
+            f"dataset.group_fractions: {list(ds.group_fractions)}; give 3 fractions (head, medium, tail)")
     check_fractions("dataset.group_fractions", ds.group_fractions, ds.num_classes)
-    check_fractions("loss.group_fractions", loss.group_fractions, ds.num_classes)
+    if not DATASETS[ds.name].split_files:
+        supported = ", ".join(name for name, spec in DATASETS.items() if spec.split_files)
+        for key, given in (("dataset.split_file", ds.split_file), ("dataset.test_split_file", ds.test_split_file)):
+            require(given is None, f"{key}: {given}; split files are for {supported} only, use null")
     for key, arch in (("teacher.arch", run.teacher.arch), ("student.arch", run.student.arch)):
-        _require(arch in models, f"{key}: unknown model '{arch}'; available: {', '.join(models)}")
+        require(model_name(arch) in models, f"{key}: unknown model '{arch}'; available: {', '.join(models)}")
     for key, lr in (("teacher.lr", run.teacher.lr), ("student.lr", run.student.lr)):
-        _require(lr is None or lr > 0, f"{key}: {lr}; must be > 0 or null")
+        require(lr is None or lr > 0, f"{key}: {lr}; must be > 0 or null")
     if run.teacher.checkpoint is not None:
         path = Path(run.teacher.checkpoint)
-        _require(path.is_file(), f"teacher.checkpoint: '{path}' is not a file; give a .pt saved by ltkd")
-    _require(loss.temperature > 0, f"loss.temperature: {loss.temperature:g}; must be > 0")
-    for name in ("ce_weight", "alpha", "beta", "logit_adjust_tau"):
-        value = getattr(loss, name)
-        _require(value >= 0, f"loss.{name}: {value:g}; must be >= 0")
-    _require(loss.warmup_epochs >= 0, f"loss.warmup_epochs: {loss.warmup_epochs}; must be >= 0")
-    _require(0 <= loss.ema_momentum < 1, f"loss.ema_momentum: {loss.ema_momentum:g}; must be in [0, 1)")
-    _require(tr.epochs >= 1, f"trainer.epochs: {tr.epochs}; must be >= 1")
-    _require(tr.batch_size >= 1, f"trainer.batch_size: {tr.batch_size}; must be >= 1")
-    _require(tr.eval_batch_size >= 1, f"trainer.eval_batch_size: {tr.eval_batch_size}; must be >= 1")
-    _require(tr.lr > 0 and tr.light_lr > 0, f"trainer.lr: {tr.lr:g} / light_lr {tr.light_lr:g}; must be > 0")
-    _require(tr.momentum >= 0, f"trainer.momentum: {tr.momentum:g}; must be >= 0")
-    _require(tr.weight_decay >= 0, f"trainer.weight_decay: {tr.weight_decay:g}; must be >= 0")
-    _require(0 < tr.lr_decay <= 1, f"trainer.lr_decay: {tr.lr_decay:g}; must be in (0, 1]")
-    _require(
-        all(1 <= m <= tr.epochs for m in tr.lr_milestones),
-        f"trainer.lr_milestones: {list(tr.lr_milestones)}; each must be in [1, trainer.epochs={tr.epochs}]",
-    )
-    _require(list(tr.lr_milestones) == sorted(tr.lr_milestones),
-             f"trainer.lr_milestones: {list(tr.lr_milestones)}; must be increasing")
-    _require(tr.max_steps_per_epoch is None or tr.max_steps_per_epoch >= 1,
-             f"trainer.max_steps_per_epoch: {tr.max_steps_per_epoch}; must be >= 1 or null")
-    _require(tr.eval_every >= 1, f"trainer.eval_every: {tr.eval_every}; must be >= 1")
-    _require(tr.checkpoint_every >= 1, f"trainer.checkpoint_every: {tr.checkpoint_every}; must be >= 1")
-    _require(tr.num_workers >= 0, f"trainer.num_workers: {tr.num_workers}; must be >= 0")
+        require(path.is_file(), f"teacher.checkpoint: '{path}' is not a file; give a .pt saved by ltkd")
+    run.loss.check(ds.num_classes)
+    require(tr.epochs >= 1, f"trainer.epochs: {tr.epochs}; must be >= 1")
+    require(tr.batch_size >= 1, f"trainer.batch_size: {tr.batch_size}; must be >= 1")
+    require(tr.eval_batch_size >= 1, f"trainer.eval_batch_size: {tr.eval_batch_size}; must be >= 1")
+    require(tr.lr > 0 and tr.light_lr > 0, f"trainer.lr: {tr.lr:g} / light_lr {tr.light_lr:g}; must be > 0")
+    require(tr.momentum >= 0, f"trainer.momentum: {tr.momentum:g}; must be >= 0")
+    require(tr.weight_decay >= 0, f"trainer.weight_decay: {tr.weight_decay:g}; must be >= 0")
+    require(0 < tr.lr_decay <= 1, f"trainer.lr_decay: {tr.lr_decay:g}; must be in (0, 1]")
+    require(list(tr.lr_milestones) == sorted(tr.lr_milestones),
+            f"trainer.lr_milestones: {list(tr.lr_milestones)}; must be increasing")
+    if not all(1 <= m <= tr.epochs for m in tr.lr_milestones):
+        raise ConfigError(_milestones_message(run))
+    require(tr.max_steps_per_epoch is None or tr.max_steps_per_epoch >= 1,
+            f"trainer.max_steps_per_epoch: {tr.max_steps_per_epoch}; must be >= 1 or null")
+    require(tr.eval_every >= 1, f"trainer.eval_every: {tr.eval_every}; must be >= 1")
+    require(tr.checkpoint_every >= 1, f"trainer.checkpoint_every: {tr.checkpoint_every}; must be >= 1")
+    require(tr.num_workers >= 0, f"trainer.num_workers: {tr.num_workers}; must be >= 0")
     if tr.time_limit is not None:
         try:
             parse_duration(tr.time_limit)
         except ValueError:
             raise ConfigError(f"trainer.time_limit: {tr.time_limit!r}; allowed: a positive duration such as 90s, "
                               "8m, 1h30m, or seconds") from None
-    _require(bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", tr.device)),
-             f"trainer.device: '{tr.device}'; allowed: auto, cpu, cuda, cuda:N")
+    require(bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", tr.device)),
+            f"trainer.device: '{tr.device}'; allowed: auto, cpu, cuda, cuda:N")
     if run.logger.name == "wandb":
-        _require(bool(run.logger.project), "logger.project: empty; give a W&B project name")
+        require(bool(run.logger.project), "logger.project: empty; give a W&B project name")
+
+
+def scaled_milestones(milestones: tuple[int, ...], recipe_epochs: int, epochs: int) -> list[int]:
+    """`milestones` of a `recipe_epochs`-epoch schedule moved to the same fractions of `epochs` (rounded,
+    within [1, epochs], without repeats)."""
+    return sorted({min(epochs, max(1, math.floor(m * epochs / recipe_epochs + 0.5))) for m in milestones})
+
+
+def _milestones_message(run: RunConfig) -> str:
+    """The error for milestones beyond the epochs (they would never take effect), with the milestones scaled
+    from the dataset's recipe length (configs/trainer/<dataset>.yaml) to `trainer.epochs` as a ready override."""
+    from ltkd.results import recipe_epochs  # reads the recipe's yaml from the config folder
+
+    tr = run.trainer
+    scaled = scaled_milestones(tr.lr_milestones, recipe_epochs(run.dataset.name), tr.epochs)
+    return (f"trainer.lr_milestones: {list(tr.lr_milestones)}; each must be in [1, trainer.epochs={tr.epochs}] "
+            f"(a later milestone never takes effect); the recipe's schedule scaled to {tr.epochs} epochs: "
+            f"trainer.lr_milestones=[{','.join(map(str, scaled))}]")

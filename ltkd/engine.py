@@ -13,7 +13,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,10 +23,11 @@ from tqdm.auto import tqdm
 
 from ltkd.checkpoint import load_checkpoint, save_checkpoint
 from ltkd.config import TrainerConfig
+from ltkd.data.loaders import BatchLoader
 from ltkd.deadline import STOP_MARGIN_S
 from ltkd.distillers import Distiller
 from ltkd.distributed import DistInfo, all_reduce_min, all_reduce_sum
-from ltkd.errors import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE, CheckpointError, LTKDError
+from ltkd.errors import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE, CheckpointError, LTKDError, first_line
 from ltkd.evaluation import Accuracy
 from ltkd.runtime import Runtime, rng_state, set_rng_state
 
@@ -46,14 +47,54 @@ class NonFiniteLoss(LTKDError):
     """The training loss became NaN or infinite."""
 
 
-class Loader(Protocol):
-    def set_epoch(self, epoch: int) -> None: ...
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]: ...
-    def __len__(self) -> int: ...
-
-
 class StageLogger(Protocol):
     def log(self, metrics: dict[str, float], step: int) -> None: ...
+
+
+@dataclass
+class Tracker:
+    """What a stage has recorded so far (checkpointed as a dict): best and last test accuracies
+    (`Accuracy.as_dict()`), the per-epoch history and the wall time spent training."""
+
+    best: dict[str, Any] | None = None
+    best_epoch: int = 0
+    final: dict[str, Any] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    wall: float = 0.0
+
+
+@dataclass
+class EpochSums:
+    """The device-side sums of an epoch so far (read once at its end; checkpointed mid-epoch as a dict):
+    each loss term (`names`, in the distiller's order), the distiller's step statistics (`stat_names`),
+    correct predictions, images, steps, and the first step whose loss was not finite (-1: none)."""
+
+    correct: Tensor
+    seen: Tensor
+    steps: Tensor
+    bad_step: Tensor
+    names: list[str] = field(default_factory=list)
+    loss_terms: Tensor | None = None
+    stat_names: list[str] = field(default_factory=list)
+    stat_terms: Tensor | None = None
+
+    def add(self, named: dict[str, Tensor], terms_attr: str, names_attr: str, terms: Tensor | None = None) -> None:
+        """Add this step's named scalars (`terms`: them already stacked) to `terms_attr`, detached, float32."""
+        values = (torch.stack([v.float() for v in named.values()]) if terms is None else terms).detach()
+        if getattr(self, terms_attr) is None:
+            setattr(self, names_attr, list(named))
+            setattr(self, terms_attr, torch.zeros_like(values))
+        getattr(self, terms_attr).add_(values)
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> EpochSums:
+        return cls(correct=torch.zeros((), device=device), seen=torch.zeros((), device=device),
+                   steps=torch.zeros((), device=device),
+                   bad_step=torch.full((), -1, device=device, dtype=torch.long))
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any], device: torch.device) -> EpochSums:
+        return cls(**{k: v.to(device) if isinstance(v, Tensor) else v for k, v in state.items()})
 
 
 @dataclass
@@ -134,7 +175,7 @@ class Stage:
         module: Distiller,
         params: list[nn.Parameter],
         *,
-        train_loader: Loader,
+        train_loader: BatchLoader,
         evaluate: Callable[[], Accuracy],
         trainer: TrainerConfig,
         lr: float,
@@ -157,9 +198,10 @@ class Stage:
         self.logger = logger
         self.stop = stop
         self.optimizer, self.scheduler = build_optimizer(params, lr, trainer, runtime)
+        self.tracker = Tracker()
 
     # --- state -----------------------------------------------------------------------------------
-    def _state(self, next_epoch: int, skip_steps: int, partial: dict[str, Tensor] | None, tracker: dict) -> dict:
+    def _state(self, next_epoch: int, skip_steps: int, partial: EpochSums | None) -> dict:
         return {
             "stage": self.name,
             "model": self.module.student_state_dict(),
@@ -168,11 +210,13 @@ class Stage:
             "rng": rng_state(),
             "next_epoch": next_epoch,
             "skip_steps": skip_steps,
-            "partial": partial,
-            "tracker": tracker,
+            "partial": None if partial is None else asdict(partial),
+            "tracker": asdict(self.tracker),
         }
 
-    def _restore(self) -> tuple[int, int, dict[str, Tensor] | None, dict]:
+    def _restore(self) -> tuple[int, int, EpochSums | None]:
+        """Load the checkpoint into the module, optimizer, schedule, RNGs and tracker; returns (next epoch,
+        steps of it already done, that epoch's sums so far)."""
         state = load_checkpoint(self.checkpoint_path)
         if state.get("stage") != self.name:
             raise CheckpointError(
@@ -183,15 +227,15 @@ class Stage:
         except RuntimeError as exc:
             raise CheckpointError(
                 f"checkpoint '{self.checkpoint_path}' does not match this run's model "
-                f"({str(exc).splitlines()[0]})"
+                f"({first_line(exc)})"
             ) from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
+        self.tracker = Tracker(**state["tracker"])
         partial = state["partial"]
-        if partial is not None:
-            partial = {k: v.to(self.runtime.device) if isinstance(v, Tensor) else v for k, v in partial.items()}
-        return state["next_epoch"], state["skip_steps"], partial, state["tracker"]
+        partial = None if partial is None else EpochSums.from_dict(partial, self.runtime.device)
+        return state["next_epoch"], state["skip_steps"], partial
 
     def _save(self, state: dict) -> None:
         if self.dist.is_main:
@@ -212,54 +256,47 @@ class Stage:
     def run(self, resume: bool) -> StageResult:
         epochs = self.trainer.epochs
         start_epoch, skip, partial = 1, 0, None
-        tracker: dict[str, Any] = {"best": None, "best_epoch": 0, "final": None, "history": [], "wall": 0.0}
         if resume and self.checkpoint_path.exists():
-            start_epoch, skip, partial, tracker = self._restore()
+            start_epoch, skip, partial = self._restore()
             print(f"[{self.name}] resuming from {self.checkpoint_path} at epoch {start_epoch}"
                   + (f", step {skip}" if skip else ""))
         bar = tqdm(range(start_epoch, epochs + 1), desc=self.name, initial=start_epoch - 1, total=epochs,
                    dynamic_ncols=True, mininterval=1.0, disable=not self.dist.is_main)
         for epoch in bar:
             started = time.perf_counter()
-            sums = self.train_epoch(epoch, skip, partial, tracker)
+            sums = self.train_epoch(epoch, skip, partial)
             skip, partial = 0, None
             train_stats = self._read_epoch_stats(epoch, sums)
             due = epoch % self.trainer.eval_every == 0 or epoch == epochs
             accuracy = self.evaluate() if due else None
             seconds = time.perf_counter() - started
-            tracker["wall"] += seconds
+            tracker = self.tracker
+            tracker.wall += seconds
             record = {"epoch": epoch, **self._optimizer_settings(), "time_s": seconds, **train_stats}
             self.scheduler.step()
             postfix = {"loss": f"{train_stats['train/loss']:.3f}"}
             if accuracy is not None:
                 record.update({f"test/{k}": v for k, v in accuracy.summary().items()})
-                tracker["final"] = accuracy.as_dict()
-                if tracker["best"] is None or accuracy.overall > tracker["best"]["overall"]:
-                    tracker["best"], tracker["best_epoch"] = accuracy.as_dict(), epoch
+                tracker.final = accuracy.as_dict()
+                if tracker.best is None or accuracy.overall > tracker.best["overall"]:
+                    tracker.best, tracker.best_epoch = accuracy.as_dict(), epoch
                 postfix.update(acc=f"{accuracy.overall:.2f}", tail=f"{accuracy.tail:.2f}")
-            tracker["history"].append(record)
+            tracker.history.append(record)
             self.logger.log({f"{self.name}/{k}": v for k, v in record.items() if k != "epoch"}, step=epoch)
             bar.set_postfix(postfix)
             if epoch % self.trainer.checkpoint_every == 0 or epoch == epochs:
-                self._save(self._state(epoch + 1, 0, None, tracker))
+                self._save(self._state(epoch + 1, 0, None))
         bar.close()
-        return StageResult(
-            final=Accuracy(**tracker["final"]), best=Accuracy(**tracker["best"]),
-            best_epoch=tracker["best_epoch"], history=tracker["history"], wall_time_s=tracker["wall"],
-        )
+        tracker = self.tracker
+        return StageResult(final=Accuracy(**tracker.final), best=Accuracy(**tracker.best),
+                           best_epoch=tracker.best_epoch, history=tracker.history, wall_time_s=tracker.wall)
 
-    def train_epoch(self, epoch: int, skip: int, partial: dict[str, Tensor] | None, tracker: dict) -> dict:
-        """One pass over the training batches; returns the device-side sums for the epoch."""
+    def train_epoch(self, epoch: int, skip: int = 0, partial: EpochSums | None = None) -> EpochSums:
+        """One pass over the training batches (the first `skip` replayed without training, continuing the
+        sums `partial`); returns the device-side sums for the epoch."""
         self.module.train()
         self.train_loader.set_epoch(epoch)
-        device = self.runtime.device
-        sums = partial or {
-            "loss_terms": None,
-            "correct": torch.zeros((), device=device),
-            "seen": torch.zeros((), device=device),
-            "steps": torch.zeros((), device=device),
-            "bad_step": torch.full((), -1, device=device, dtype=torch.long),
-        }
+        sums = partial or EpochSums.zeros(self.runtime.device)
         for step, (images, labels) in enumerate(tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False,
                                                      dynamic_ncols=True, mininterval=1.0,
                                                      disable=not self.dist.is_main)):
@@ -272,18 +309,18 @@ class Stage:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            _accumulate(sums, "loss_terms", "names", losses)
+            sums.add(losses, "loss_terms", "names", terms=terms)
             statistics = self.module.step_statistics()
             if statistics:
-                _accumulate(sums, "stat_terms", "stat_names", statistics)
-            sums["correct"] += (logits.detach().argmax(dim=1) == labels).sum()
-            sums["seen"] += labels.numel()
-            sums["steps"] += 1
+                sums.add(statistics, "stat_terms", "stat_names")
+            sums.correct += (logits.detach().argmax(dim=1) == labels).sum()
+            sums.seen += labels.numel()
+            sums.steps += 1
             finite = torch.isfinite(loss)
-            sums["bad_step"] = torch.where(finite | (sums["bad_step"] >= 0), sums["bad_step"], step)
+            sums.bad_step = torch.where(finite | (sums.bad_step >= 0), sums.bad_step, step)
             reason = self._stop_reason(step)
             if reason:
-                self._save(self._state(epoch, step + 1, sums, tracker))
+                self._save(self._state(epoch, step + 1, sums))
                 raise Preempted(f"[{self.name}] {reason}: checkpoint saved at epoch {epoch}, "
                                 f"step {step + 1} in {self.checkpoint_path}; re-run the same command to resume",
                                 self.stop.exit_code)
@@ -294,14 +331,14 @@ class Stage:
         group = self.optimizer.param_groups[0]
         return {"lr": group["lr"], "momentum": group["momentum"], "weight_decay": group["weight_decay"]}
 
-    def _read_epoch_stats(self, epoch: int, sums: dict) -> dict[str, float]:
+    def _read_epoch_stats(self, epoch: int, sums: EpochSums) -> dict[str, float]:
         """The one host sync of the epoch: read the accumulated statistics (summed over ranks), stop on a
         non-finite loss."""
-        for key in ("loss_terms", "stat_terms", "correct", "seen", "steps"):
-            if sums.get(key) is not None:
-                all_reduce_sum(sums[key], self.dist)
+        for total in (sums.loss_terms, sums.stat_terms, sums.correct, sums.seen, sums.steps):
+            if total is not None:
+                all_reduce_sum(total, self.dist)
         no_bad = torch.iinfo(torch.long).max
-        first_bad = torch.where(sums["bad_step"] >= 0, sums["bad_step"], no_bad)
+        first_bad = torch.where(sums.bad_step >= 0, sums.bad_step, no_bad)
         bad_step = int(all_reduce_min(first_bad, self.dist).item())
         bad_step = -1 if bad_step == no_bad else bad_step
         if bad_step >= 0:
@@ -309,23 +346,13 @@ class Stage:
                 f"[{self.name}] non-finite loss at epoch {epoch}, step {bad_step}; the last good checkpoint "
                 f"is kept in {self.checkpoint_path} (lower trainer.lr or check the data)"
             )
-        steps = max(float(sums["steps"].item()), 1.0)
-        stats = {f"train/{n}": float(v) / steps for n, v in zip(sums["names"], sums["loss_terms"].tolist(),
-                                                                  strict=True)}
+        steps = max(float(sums.steps.item()), 1.0)
+        stats = {f"train/{n}": float(v) / steps for n, v in zip(sums.names, sums.loss_terms.tolist(), strict=True)}
         stats["train/loss"] = sum(stats.values())
-        stats["train/acc"] = 100.0 * float(sums["correct"].item()) / max(float(sums["seen"].item()), 1.0)
-        if sums.get("stat_terms") is not None:  # the distiller's step statistics, mean over the epoch's steps
-            stats.update({n: float(v) / steps for n, v in zip(sums["stat_names"], sums["stat_terms"].tolist(),
-                                                              strict=True)})
+        stats["train/acc"] = 100.0 * float(sums.correct.item()) / max(float(sums.seen.item()), 1.0)
+        if sums.stat_terms is not None:  # the distiller's step statistics, mean over the epoch's steps
+            stats.update({n: float(v) / steps for n, v in zip(sums.stat_names, sums.stat_terms.tolist(), strict=True)})
         if not math.isfinite(stats["train/loss"]):
             raise NonFiniteLoss(f"[{self.name}] non-finite loss at epoch {epoch}")
         return stats
 
-
-def _accumulate(sums: dict, terms_key: str, names_key: str, named: dict[str, Tensor]) -> None:
-    """Add this step's named scalars (detached, float32) to the epoch's device-side sums."""
-    values = torch.stack([v.detach().float() for v in named.values()])
-    if sums.get(terms_key) is None:
-        sums[names_key] = list(named)
-        sums[terms_key] = torch.zeros_like(values)
-    sums[terms_key] += values

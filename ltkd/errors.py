@@ -38,3 +38,14 @@ class OutputError(LTKDError):
         """One line from an OSError: what failed and where (`path` when the error does not name it)."""
         where = exc.filename if exc.filename is not None else path
         return cls(f"cannot write '{where}': {exc.strerror or exc}")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when the message is empty)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def one_line(exc: BaseException) -> str:
+    """`exc` as 'Type: message' on one line, for embedding in an error message."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(": ")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ltkd.data import GROUP_NAMES
 from ltkd.group_mass import DEFINITION, flatten
+from ltkd.reporting import pyplot
 from ltkd.results import Cell, fmt, write_table
 
 SHOWN = ("imbalance_factor", "teacher", "student", "model", "seeds", "split", "T", *GROUP_NAMES)
@@ -60,10 +61,7 @@ def write(cells: Sequence[Cell], paths: Sequence[Path], out_base: Path, title: s
 def plot(cells: Sequence[Cell], share: dict[str, float], path: Path, title: str) -> None:
     """Grouped bars: head / medium / tail mass per model; one panel per split and T, one row per setting;
     black ticks mark each group's class share."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     keys = sorted({c.key for c in cells}, key=str)
     settings = list(dict.fromkeys(s for c in cells for s in _settings(c)))

@@ -3,7 +3,6 @@ student with the chosen loss), then metrics.json, the console table and the per-
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import functools
 import json
@@ -16,129 +15,23 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
+from ltkd.build import RunContext, build_context, load_data, student_distiller, teacher_distiller
 from ltkd.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from ltkd.config import LossConfig, RunConfig, run_identity
-from ltkd.data import (
-    CROP_PADDING,
-    GROUP_NAMES,
-    LongTailedData,
-    build_dataset,
-    class_to_group,
-    split_groups,
-)
-from ltkd.data.loaders import DataLoaderAdapter, DeviceLoader
-from ltkd.data.transforms import ImageSetDataset, build_transforms
+from ltkd.config import RunConfig, run_identity
+from ltkd.data import GROUP_NAMES
 from ltkd.deadline import deadline_for
-from ltkd.distillers import Distiller, build_distiller
-from ltkd.distributed import (
-    DistInfo,
-    all_reduce_sum,
-    barrier,
-    broadcast_object,
-    convert_sync_batchnorm,
-    init_from_env,
-    mean_over_ranks,
-    place_on_local_device,
-)
-from ltkd.engine import Stage, StopSignal
-from ltkd.errors import CheckpointError, ConfigError, LTKDError
-from ltkd.evaluation import Accuracy, accuracy_from_counts, class_counts
-from ltkd.group_mass import SPLITS, flatten, measure, table_rows
-from ltkd.loggers import NullLogger, RunLogger, build_logger
-from ltkd.models import create_model
+from ltkd.distributed import barrier, broadcast_object, init_from_env, place_on_local_device
+from ltkd.engine import StopSignal
+from ltkd.errors import CheckpointError, ConfigError, LTKDError, first_line
+from ltkd.group_mass import flatten, table_rows
+from ltkd.loggers import NullLogger, build_logger
 from ltkd.reporting import format_table, plot_per_class
 from ltkd.runtime import Runtime, resolve_runtime, seed_everything
 from ltkd.teacher_cache import TeacherCache, teacher_key
 from ltkd.teacher_outputs import share_teacher_outputs
 
-TEACHER_CE = LossConfig(name="ce")
-
-
-@dataclasses.dataclass
-class RunContext:
-    """What both stages share."""
-
-    cfg: RunConfig
-    run_dir: Path
-    data: LongTailedData
-    groups: list[list[int]]
-    runtime: Runtime
-    logger: RunLogger
-    stop: StopSignal
-    dist: DistInfo = dataclasses.field(default_factory=DistInfo)
-
-    def stage_seed(self, stage: str) -> int:
-        """Each stage's own seed (weights and data order), so a stage never depends on what ran before."""
-        return self.cfg.seed * 1009 + (1 if stage == "student" else 0)
-
-    def loader(self, train: bool, stage: str, split_name: str | None = None):
-        """The train or test batches of the run, device-resident where the dataset fits in memory.
-        `split_name` ("train" / "test") reads that split instead, augmented only when `train`."""
-        tr, data, rt = self.cfg.trainer, self.data, self.runtime
-        split = getattr(data, split_name or ("train" if train else "test"))
-        seed = self.stage_seed(stage)
-        batch_size = (tr.batch_size if train else tr.eval_batch_size) // self.dist.world_size  # per rank
-        common = dict(batch_size=max(batch_size, 1), train=train, device=rt.device, seed=seed,
-                      max_steps=tr.max_steps_per_epoch if train else None, channels_last=rt.channels_last,
-                      rank=self.dist.rank, world_size=self.dist.world_size)
-        kind = tr.loader if tr.loader != "auto" else ("device" if split.images is not None else "dataloader")
-        if kind == "device" and split.images is not None:
-            return DeviceLoader(split.images, split.labels, mean=data.mean, std=data.std,
-                                pad=CROP_PADDING.get(data.name, 0), **common)
-        dataset = ImageSetDataset(split, build_transforms(data.name, train, data.mean, data.std))
-        return DataLoaderAdapter(dataset, num_workers=tr.num_workers, **common)
-
-    def evaluator(self, model: nn.Module):
-        test_batches = self.loader(train=False, stage="eval")
-
-        def evaluate() -> Accuracy:
-            correct, total = class_counts(model, test_batches, self.data.num_classes, self.runtime.autocast)
-            correct, total = all_reduce_sum(correct, self.dist), all_reduce_sum(total, self.dist)
-            return accuracy_from_counts(correct, total, self.groups)
-
-        return evaluate
-
-    def group_mass(self, models: dict[str, nn.Module]) -> dict[str, Any]:
-        """`models`' mean group masses on the unaugmented training set and the test set (ltkd.group_mass)."""
-        loaders = {split: self.loader(False, "eval", split) for split in SPLITS}
-        return measure(models, loaders, self.groups, (1.0, self.cfg.loss.temperature), self.runtime.autocast,
-                       functools.partial(all_reduce_sum, info=self.dist))
-
-    def new_model(self, arch: str, stage: str) -> nn.Module:
-        """A freshly initialised model, seeded per stage so it never depends on what ran before."""
-        torch.manual_seed(self.stage_seed(stage))
-        model = create_model(arch, self.data.num_classes)
-        return self.prepare(model)
-
-    def prepare(self, module: nn.Module) -> nn.Module:
-        module.to(self.runtime.device)
-        if self.runtime.channels_last:
-            module.to(memory_format=torch.channels_last)
-        return module
-
-    def stage(self, name: str, module: Distiller, evaluated: nn.Module, arch: str, lr: float | None,
-              checkpoint_path: Path, resume: bool):
-        """Train `module` for one stage; returns the StageResult."""
-        return self.build_stage(name, module, evaluated, arch, lr, checkpoint_path).run(resume=resume)
-
-    def build_stage(self, name: str, module: Distiller, evaluated: nn.Module, arch: str, lr: float | None,
-                    checkpoint_path: Path) -> Stage:
-        """The training stage of `module` on this run's data, device and recipe (DDP / compile applied)."""
-        cfg = self.cfg
-        forward = module
-        if self.dist.enabled:
-            if cfg.trainer.sync_bn:
-                convert_sync_batchnorm(module.student, self.runtime.device.type)
-            ids = [self.runtime.device.index] if self.runtime.is_cuda else None
-            forward = DistributedDataParallel(module, device_ids=ids)
-        if cfg.trainer.compile:
-            forward.compile()
-        return Stage(name, module, module.trainable_parameters(), train_loader=self.loader(True, name),
-                     evaluate=self.evaluator(evaluated), trainer=cfg.trainer, lr=cfg.stage_lr(arch, lr),
-                     runtime=self.runtime, checkpoint_path=checkpoint_path, logger=self.logger, stop=self.stop,
-                     dist=self.dist, forward=forward)
+__all__ = ["RunContext", "load_data", "run", "student_distiller", "teacher_distiller"]  # the builder's, re-exported
 
 
 def run(cfg: RunConfig, run_dir: Path, command: str = "", stop: StopSignal | None = None) -> dict[str, Any]:
@@ -172,7 +65,6 @@ def run(cfg: RunConfig, run_dir: Path, command: str = "", stop: StopSignal | Non
     if cfg.trainer.batch_size > len(data.train):
         raise ConfigError(f"trainer.batch_size: {cfg.trainer.batch_size} exceeds the {len(data.train)} training "
                           f"images of {data.name} (γ={data.imbalance_factor:g}); must be <= {len(data.train)}")
-    groups = split_groups(data.train_counts, cfg.dataset.group_fractions)
     main = dist_info.is_main
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -181,7 +73,7 @@ def run(cfg: RunConfig, run_dir: Path, command: str = "", stop: StopSignal | Non
     if not dist_info.enabled:  # under torchrun the ranks agree on stopping inside the step loop
         stop.check("during start-up")
     logger = build_logger(cfg, run_dir) if main else NullLogger()
-    ctx = RunContext(cfg, run_dir, data, groups, runtime, logger, stop, dist_info)
+    ctx = build_context(cfg, run_dir, data=data, runtime=runtime, logger=logger, stop=stop, dist=dist_info)
     try:
         with ctx.stop.installed():
             teacher, teacher_report = obtain_teacher(ctx, given_teacher)
@@ -210,9 +102,12 @@ def check_same_identity(cfg: RunConfig, run_dir: Path) -> None:
     try:
         stored = OmegaConf.to_container(OmegaConf.load(stored_path))
     except Exception as exc:
-        raise ConfigError(f"{stored_path} is unreadable ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
+        raise ConfigError(f"{stored_path} is unreadable ({first_line(exc)}); "
                           "resume=false starts this run directory over") from None
-    before, now = run_identity(stored), run_identity(cfg.to_dict())
+    now = run_identity(cfg.to_dict())
+    # before each method had its own loss config, every run stored every method's keys: those the run's
+    # method does not have never changed its results
+    before = {k: v for k, v in run_identity(stored).items() if k in now or not k.startswith("loss.")}
     diffs = [f"{k} (stored {before.get(k, 'absent')}, now {now.get(k, 'absent')})"
              for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
     if diffs:
@@ -242,17 +137,6 @@ def outputs_problem(run_dir: Path) -> str | None:
     except LTKDError as exc:
         return str(exc)
     return None
-
-
-def load_data(cfg: RunConfig) -> LongTailedData:
-    """The run's long-tailed training set and (optionally capped) balanced test set."""
-    ds = cfg.dataset
-    data = build_dataset(ds.name, cfg.data.root, imbalance_factor=ds.imbalance_factor, seed=ds.seed,
-                         download=cfg.data.download, n_max=ds.n_max, split_file=ds.split_file,
-                         test_split_file=ds.test_split_file)
-    if ds.max_test_per_class is not None:
-        data = dataclasses.replace(data, test=data.test.first_per_class(ds.max_test_per_class))
-    return data
 
 
 # --- stage 1: the teacher ------------------------------------------------------------------------
@@ -308,12 +192,6 @@ def read_cached_teacher(ctx: RunContext, cache: TeacherCache) -> dict[str, Any]:
     return content
 
 
-def teacher_distiller(ctx: RunContext, teacher: nn.Module) -> Distiller:
-    """The teacher's own training objective: cross-entropy on the long-tailed set."""
-    return build_distiller(TEACHER_CE, teacher, None, class_to_group=_loss_groups(ctx),
-                           train_counts=ctx.data.train_counts, input_size=ctx.data.image_size)
-
-
 def train_teacher(ctx: RunContext, teacher: nn.Module, cache: TeacherCache) -> dict[str, Any]:
     """Stage 1: cross-entropy on the long-tailed train set; the result is stored in the cache."""
     cfg = ctx.cfg
@@ -334,24 +212,6 @@ def train_teacher(ctx: RunContext, teacher: nn.Module, cache: TeacherCache) -> d
 
 
 # --- stage 2: the student ------------------------------------------------------------------------
-
-def _loss_groups(ctx: RunContext) -> torch.Tensor:
-    groups = split_groups(ctx.data.train_counts, ctx.cfg.loss.group_fractions)
-    return class_to_group(groups, ctx.data.num_classes).to(ctx.runtime.device)
-
-
-def student_distiller(ctx: RunContext, teacher: nn.Module) -> Distiller:
-    """Stage 2's module: a fresh student with the configured loss against the frozen teacher (LTKD's
-    statistics reduced over the ranks under torchrun when `loss.global_stats`)."""
-    cfg = ctx.cfg
-    student = ctx.new_model(cfg.student.arch, "student")
-    reducer = mean_over_ranks if ctx.dist.enabled and cfg.loss.global_stats else None
-    distiller = build_distiller(cfg.loss, student, teacher if cfg.loss.name != "ce" else None,
-                                class_to_group=_loss_groups(ctx), train_counts=ctx.data.train_counts,
-                                input_size=ctx.data.image_size, stats_reducer=reducer)
-    ctx.prepare(distiller)
-    return distiller
-
 
 def train_student(ctx: RunContext, teacher: nn.Module, teacher_report: dict) -> dict[str, Any]:
     """Stage 2: distil the student from the frozen teacher with the configured loss."""
@@ -384,7 +244,7 @@ def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str)
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(f"teacher weights in '{source}' do not fit the model "
-                              f"({str(exc).splitlines()[0]})") from None
+                              f"({first_line(exc)})") from None
 
 
 # --- outputs -------------------------------------------------------------------------------------

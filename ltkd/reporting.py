@@ -11,6 +11,16 @@ from ltkd.checkpoint import atomic_write_bytes
 COLUMNS = ("head", "medium", "tail", "overall")
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def format_table(rows: Mapping[str, Mapping[str, float]], title: str = "",
                  columns: Sequence[str] = COLUMNS) -> str:
     """A fixed-width table: one row per model, columns head / medium / tail / overall (percent)."""
@@ -30,7 +40,7 @@ def plot_per_class(
     title: str,
 ) -> None:
     """Save `per_class_figure` as a PNG."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig = per_class_figure(train_counts, groups, curves, title)
     image = io.BytesIO()
@@ -44,10 +54,7 @@ def per_class_figure(train_counts: Sequence[int], groups: Mapping[str, Sequence[
                      curves: Mapping[str, Sequence[float]], title: str):
     """Per-class test accuracy with classes sorted by training count; head/medium/tail shaded; the
     training-image count of each class on the right axis; the legend below the plot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     order = [c for name in ("head", "medium", "tail") for c in groups[name]]
     fig, ax = plt.subplots(figsize=(10, 4.6))

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ltkd.distillers import METHODS
+from ltkd.reporting import COLUMNS, pyplot
 from ltkd.train import CONFIG_DIR
 
-COLUMNS = ("head", "medium", "tail", "overall")
-METHOD_ORDER = ("teacher", "ce", "kd", "dkd", "reviewkd", "ltkd")
+METHOD_ORDER = ("teacher", *METHODS)
 PUBLISHED = Path(__file__).resolve().parent.parent / "results" / "published.csv"
 
 
@@ -80,7 +81,9 @@ def _variants(runs: list[dict]) -> list[str]:
     """For runs of one method on one setting: a label of the config values in which each run differs."""
     flats = [{k: v for k, v in _flatten(m.get("config", {})).items() if not k.startswith(IGNORED_KEYS)}
              for m in runs]
-    keys = sorted({k for f in flats for k in f if len({repr(g.get(k)) for g in flats}) > 1})
+    # a loss key some runs lack was stored by runs made before each loss had its own keys: it never mattered
+    keys = sorted({k for f in flats for k in f if len({repr(g.get(k)) for g in flats}) > 1
+                   and not (k.startswith("loss.") and any(k not in g for g in flats))})
     return [", ".join(f"{k.split('.')[-1]}={f.get(k)}" for k in keys) for f in flats]
 
 
@@ -225,7 +228,7 @@ def write_table(rows: list[dict[str, str]], out_base: Path, header: str,
 
 def plot_table(cells: list[Cell], path: Path, title: str) -> None:
     """Save `table_figure` as a PNG."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig = table_figure(cells, title)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -236,10 +239,7 @@ def plot_table(cells: list[Cell], path: Path, title: str) -> None:
 def table_figure(cells: list[Cell], title: str):
     """Tail and overall accuracy per method, grouped by γ, each bar labelled with its value; one row of
     panels per pair."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     pairs = sorted({(c.dataset, c.teacher, c.student) for c in cells})
     fig, axes = plt.subplots(len(pairs), 2, figsize=(11, 3.2 * len(pairs)), squeeze=False)

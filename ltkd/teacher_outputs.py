@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ltkd.checkpoint import load_checkpoint, save_checkpoint
-from ltkd.data import CROP_PADDING
+from ltkd.data import DATASETS
 from ltkd.data.loaders import DeviceLoader
 from ltkd.distillers import Distiller
 from ltkd.engine import Stage, StopSignal
@@ -58,7 +58,7 @@ def outputs_key(ctx: Any, teacher: nn.Module) -> dict[str, Any]:
     return {"format": STORE_FORMAT, "teacher": weights_digest(teacher), "teacher_arch": cfg.teacher.arch,
             **{k: data_key[k] for k in DATA_FIELDS}, "train_images": len(ctx.data.train),
             "stage_seed": ctx.stage_seed("student"), "batch_size": tr.batch_size,
-            "max_steps_per_epoch": tr.max_steps_per_epoch, "crop_padding": CROP_PADDING.get(cfg.dataset.name, 0),
+            "max_steps_per_epoch": tr.max_steps_per_epoch, "crop_padding": DATASETS[cfg.dataset.name].crop_padding or 0,
             "bf16": runtime.bf16, "channels_last": runtime.channels_last, "device": runtime.device.type,
             "deterministic": cfg.deterministic, "torch": str(torch.__version__)}
 

@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ltkd.config import load_config, unknown_key_message
-from ltkd.errors import STOPPED_EXIT_CODES, USER_ERROR_EXIT_CODE, LTKDError, OutputError
+from ltkd.errors import STOPPED_EXIT_CODES, USER_ERROR_EXIT_CODE, LTKDError, OutputError, first_line
 from ltkd.sweep import record_outcome
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -105,7 +105,7 @@ def main(cfg: DictConfig) -> int:
         status, message = execute(cfg, run_dir, command)
     except Exception as exc:  # a bug, or debug=true: this job failed, the others still run
         traceback.print_exc()
-        status, message = 1, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        status, message = 1, f"{type(exc).__name__}: {first_line(exc)}"
     if status:
         print(message, file=sys.stderr)
     record_outcome(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, list(hydra_cfg.overrides.task), run_dir,
@@ -121,15 +121,33 @@ def in_parallel_worker() -> bool:
     return "JoblibLauncher" in str(HydraConfig.get().launcher.get("_target_", ""))
 
 
-def hydra_error_line(exc: Exception) -> str:
-    """One line for an error Hydra raises while composing the config (unknown option or key, bad syntax)."""
+def chosen_loss(overrides: list[str]) -> str | None:
+    """`loss.name` of the config the command-line `overrides` compose, leaving out their `loss.<key>` ones
+    (None when it does not compose, e.g. a sweep over losses)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    kept = [o for o in overrides if "=" in o and not o.startswith("-")
+            and not o.lstrip("+~").startswith(("loss.", "hydra.", "hydra/"))]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return str(compose("train", overrides=kept).loss.name)
+    except Exception:  # the command's own error is reported instead
+        return None
+
+
+def hydra_error_line(exc: Exception, overrides: list[str] = ()) -> str:
+    """One line for an error Hydra raises while composing the config (unknown option or key, bad syntax);
+    an unknown `loss.<key>` is named with the keys of the loss the command-line `overrides` choose."""
     if isinstance(exc, MissingConfigException) and exc.options and exc.missing_cfg_file:
         group, _, option = exc.missing_cfg_file.rpartition("/")
         return f"{group}: unknown option '{option}'; available: {', '.join(exc.options)}"
     full_key = getattr(exc.__cause__, "full_key", None)
     if full_key and "not in struct" in str(exc.__cause__):
-        return unknown_key_message(full_key)
-    lines = [str(e).strip().splitlines()[0] for e in (exc, exc.__cause__) if e is not None and str(e).strip()]
+        loss = chosen_loss(list(overrides)) if full_key.startswith("loss.") else None
+        return unknown_key_message(full_key, loss)
+    lines = [first_line(e) for e in (exc, exc.__cause__) if e is not None and str(e).strip()]
     return " (".join(lines) + ")" * (len(lines) - 1)
 
 
@@ -146,7 +164,7 @@ def cli() -> None:
     except (HydraException, OmegaConfBaseException) as exc:
         if "debug=true" in sys.argv:
             raise
-        print(f"error: {hydra_error_line(exc)}", file=sys.stderr)
+        print(f"error: {hydra_error_line(exc, sys.argv[1:])}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT_CODE)
 
 

@@ -36,16 +36,13 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
+from ltkd.build import RunContext, build_context, loss_groups, student_distiller, teacher_distiller
 from ltkd.config import load_config
-from ltkd.data import class_to_group, split_groups
 from ltkd.data.transforms import ImageSetDataset, build_transforms
-from ltkd.engine import Stage, StopSignal
+from ltkd.engine import Stage
 from ltkd.evaluation import class_counts
-from ltkd.loggers import NullLogger
 from ltkd.losses import ltkd_loss
 from ltkd.models import create_model
-from ltkd.pipeline import RunContext, load_data, student_distiller, teacher_distiller
-from ltkd.runtime import resolve_runtime
 from ltkd.train import CONFIG_DIR
 
 EPOCHS = 240
@@ -83,7 +80,7 @@ def training_stage(ctx: RunContext, task: str) -> tuple[Stage, torch.nn.Module]:
 def time_steps(stage: Stage, steps: int, epoch: int, device: torch.device) -> float:
     """Seconds for `steps` training steps of the stage (device-synchronised)."""
     stage.train_loader.max_steps = steps
-    return timed(lambda: stage.train_epoch(epoch, 0, None, {}), device)
+    return timed(lambda: stage.train_epoch(epoch), device)
 
 
 def train_images_per_s(ctx: RunContext, task: str, steps: int, warmup: int) -> tuple[float, torch.nn.Module]:
@@ -121,7 +118,7 @@ def bench_reference(ctx: RunContext, task: str, steps: int, warmup: int, eval_im
     student = create_model(cfg.student.arch, data.num_classes).to(device) if task == "distill" else teacher
     teacher.eval() if task == "distill" else teacher.train()
     student.train()
-    groups = class_to_group(split_groups(data.train_counts, cfg.loss.group_fractions), data.num_classes).to(device)
+    groups = loss_groups(ctx)
     optimizer = torch.optim.SGD(student.parameters(), lr=cfg.trainer.lr, momentum=0.9, weight_decay=5e-4)
     train_set = ImageSetDataset(data.train, build_transforms(data.name, True, data.mean, data.std))
     loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.trainer.batch_size, shuffle=True,
@@ -181,9 +178,7 @@ def make_context(args: argparse.Namespace, loss: str, data=None) -> RunContext:
                  *args.overrides]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = load_config(compose("train", overrides=overrides))
-    data = data if data is not None else load_data(cfg)
-    return RunContext(cfg, Path(tempfile.mkdtemp()), data, split_groups(data.train_counts, cfg.dataset.group_fractions),
-                      resolve_runtime(cfg.trainer), NullLogger(), StopSignal())
+    return build_context(cfg, Path(tempfile.mkdtemp()), data=data)
 
 
 def _parallel_worker(args: argparse.Namespace, steps: int, warmup: int, barrier, queue) -> None:

@@ -73,17 +73,17 @@ def run(args: argparse.Namespace) -> int:
     device, epoch = base.runtime.device, 2
     warm, _ = training_stage(base, "student")
     for warm_epoch in range(warmup):
-        warm.train_epoch(warm_epoch + 10, 0, None, {})  # untimed, other epochs than the timed one
+        warm.train_epoch(warm_epoch + 10)  # untimed, other epochs than the timed one
     per_student, teacher_s = {}, None
     for name, overrides in STUDENTS.items():
         ctx = student_context(args, overrides, base)
         live, _ = training_stage(ctx, "student")
         shared, _ = training_stage(ctx, "student")
         share_teacher_outputs(ctx, shared, shared.module)
-        recomputed_s = timed(lambda s=live: s.train_epoch(epoch, 0, None, {}), device)
+        recomputed_s = timed(lambda s=live: s.train_epoch(epoch), device)
         if teacher_s is None:  # the first student computes and stores the epoch's teacher logits
             teacher_s = timed(lambda s=shared: s.train_loader.set_epoch(epoch), device)
-        shared_s = timed(lambda s=shared: s.train_epoch(epoch, 0, None, {}), device)
+        shared_s = timed(lambda s=shared: s.train_epoch(epoch), device)
         per_student[name] = {"recomputed_s": recomputed_s, "shared_s": shared_s}
         print(f"{name}: recomputed {recomputed_s:.2f} s, shared {shared_s:.2f} s", flush=True)
     recomputed = sum(s["recomputed_s"] for s in per_student.values())

@@ -21,15 +21,13 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from ltkd.build import build_context
 from ltkd.checkpoint import atomic_write_bytes
 from ltkd.config import load_config
-from ltkd.data import split_groups
-from ltkd.engine import StopSignal
+from ltkd.distillers import METHODS
 from ltkd.errors import LTKDError
-from ltkd.loggers import NullLogger
-from ltkd.pipeline import RunContext, load_data, read_teacher_file
+from ltkd.pipeline import read_teacher_file
 from ltkd.results import find_metrics
-from ltkd.runtime import resolve_runtime
 
 
 def _under(base: Path, path: str) -> Path:
@@ -44,11 +42,13 @@ def measure_run(run_dir: Path, launch_dir: Path, device: str | None) -> dict:
     raw["data"]["download"] = False
     if device:
         raw["trainer"]["device"] = device
+    # runs made before each method had its own loss config stored every method's keys: keep the method's
+    method_keys = {f.name for f in dataclasses.fields(METHODS[raw["loss"]["name"]].config)}
+    raw["loss"] = {k: v for k, v in raw["loss"].items() if k in method_keys}
     cfg = load_config(raw)
     cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, compile=False))
-    data = load_data(cfg)
-    ctx = RunContext(cfg, run_dir, data, split_groups(data.train_counts, cfg.dataset.group_fractions),
-                     resolve_runtime(cfg.trainer), NullLogger(), StopSignal())
+    ctx = build_context(cfg, run_dir)
+    data = ctx.data
     models = {}
     for who, arch, path in (("teacher", cfg.teacher.arch, _under(launch_dir, metrics["teacher"]["source"])),
                             ("student", cfg.student.arch, run_dir / "student.pt")):

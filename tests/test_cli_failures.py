@@ -33,7 +33,11 @@ def one_line(stderr: str) -> str:
     ("pair=foo", "error: pair: unknown option 'foo'; available: resnet32_resnet8, "),
     ("loss=foo", "error: loss: unknown option 'foo'; available: base, ce, dkd, "),
     ("dataset=foo", "error: dataset: unknown option 'foo'; available: cifar100_lt, imagenet_lt, tinyimagenet_lt"),
-    ("loss.alpah=2", "error: loss.alpah: unknown config key; allowed keys here: alpha, beta, "),
+    ("loss.alpah=2", "error: loss.alpah: unknown config key for loss=kd; its keys: alpha, ce_weight, "),
+    ("loss.rebalance=ema", "error: loss.rebalance: unknown config key for loss=kd; its keys: alpha, ce_weight, "),
+    ("trainer.lr_milestones=[150,180,210]", "error: trainer.lr_milestones: [150, 180, 210]; each must be in [1, "
+     "trainer.epochs=2] (a later milestone never takes effect); the recipe's schedule scaled to 2 epochs: "
+     "trainer.lr_milestones=[1,2]"),
     ("trainer.epoch=3", "error: trainer.epoch: unknown config key; allowed keys here: batch_size, "),
     ("dataset.imbalance_factor=abc", "error: dataset.imbalance_factor: expected a finite number, got 'abc'"),
 ])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from ltkd.config import (
     NOT_IDENTITY,
@@ -20,6 +20,7 @@ from ltkd.config import (
     unknown_key_message,
 )
 from ltkd.errors import ConfigError
+from ltkd.models import model_name
 from ltkd.train import CONFIG_DIR
 
 
@@ -97,8 +98,8 @@ def test_light_architectures_get_their_own_lr(tmp_path: Path):
     ("trainer.time_limit=0", "trainer.time_limit: 0.0; allowed: a positive duration"),
 ])
 def test_bad_values_name_field_value_and_allowed(override: str, message: str, tmp_path: Path):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        raw = compose("train", overrides=[f"data.root={tmp_path}", override])
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):  # LTKD has every loss key checked here
+        raw = compose("train", overrides=[f"data.root={tmp_path}", "loss=ltkd", override])
     with pytest.raises(ConfigError) as info:
         load_config(raw)
     text = str(info.value)
@@ -137,6 +138,45 @@ def test_unknown_key_message_lists_the_keys_allowed_at_that_level():
     assert unknown_key_message("sed") == f"sed: unknown config key; allowed keys here: {keys(RunConfig)}"
     assert unknown_key_message("foo.bar") == "foo.bar: unknown config key"  # no such parent
     assert unknown_key_message("seed.x") == "seed.x: unknown config key"  # the parent is a plain value
+
+
+def test_each_loss_is_checked_against_its_own_keys(tmp_path: Path):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        kd = compose("train", overrides=[f"data.root={tmp_path}", "loss=kd"])
+        ltkd = load_config(compose("train", overrides=[f"data.root={tmp_path}", "loss=ltkd"]))
+    assert (ltkd.loss.rebalance, ltkd.loss.reweight, ltkd.loss.beta) == ("batch", True, 8.0)
+    with open_dict(kd):
+        kd.loss.rebalance = "ema"  # an LTKD key: KD used to accept it silently and ignore it
+    with pytest.raises(ConfigError, match=re.escape("loss.rebalance: unknown config key for loss=kd; its keys: alpha, "
+                                                    "ce_weight, logit_adjust_tau, name, temperature, warmup_epochs")):
+        load_config(kd)
+    assert not hasattr(load_config(compose_default(tmp_path, "loss=kd")).loss, "rebalance")
+
+
+def compose_default(tmp_path: Path, *overrides: str):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=[f"data.root={tmp_path}", *overrides])
+
+
+def test_short_runs_get_the_recipe_s_milestones_scaled_as_a_ready_override(tmp_path: Path):
+    with pytest.raises(ConfigError, match=re.escape("the recipe's schedule scaled to 30 epochs: "
+                                                    "trainer.lr_milestones=[19,23,26]")):
+        load_config(compose_default(tmp_path, "trainer.epochs=30"))
+    with pytest.raises(ConfigError, match=re.escape("scaled to 50 epochs: trainer.lr_milestones=[15,30,45]")):
+        load_config(compose_default(tmp_path, "dataset=imagenet_lt", "pair=resnet34_resnet18", "trainer.epochs=50"))
+    fixed = load_config(compose_default(tmp_path, "trainer.epochs=30", "trainer.lr_milestones=[19,23,26]"))
+    assert fixed.trainer.lr_milestones == (19, 23, 26)
+
+
+def test_other_codebases_architecture_spellings_map_to_the_registry(tmp_path: Path):
+    cfg = load_config(compose_default(tmp_path, "teacher.arch=ResNet50", "student.arch=MobileNetV2"))
+    assert (cfg.teacher.arch, cfg.student.arch) == ("resnet50", "mobilenetv2")
+    assert cfg.stage_lr(cfg.student.arch, None) == cfg.trainer.light_lr  # the light lr follows the registry name
+    cfg = load_config(compose_default(tmp_path, "teacher.arch=ResNet32x4", "student.arch=ShuffleV1"))
+    assert (cfg.teacher.arch, cfg.student.arch) == ("resnet32x4", "shufflev1")
+    assert model_name("ShuffleV2") == "shufflev2" and model_name("wrn_40_2") == "wrn_40_2"
+    with pytest.raises(ConfigError, match=r"student\.arch: unknown model 'MobileNetV3'"):
+        load_config(compose_default(tmp_path, "student.arch=MobileNetV3"))
 
 
 def test_run_identity_is_the_config_minus_where_files_go_logging_and_speed_knobs(tmp_path: Path):

@@ -14,15 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from ltkd.build import RunContext, build_context, student_distiller
 from ltkd.checkpoint import load_checkpoint
 from ltkd.config import load_config
-from ltkd.data import split_groups
 from ltkd.data.loaders import DeviceLoader
 from ltkd.engine import Preempted, Stage, StopSignal
-from ltkd.loggers import NullLogger
 from ltkd.models import create_model
-from ltkd.pipeline import RunContext, load_data, student_distiller
-from ltkd.runtime import Runtime, resolve_runtime
+from ltkd.runtime import Runtime
 from ltkd.teacher_outputs import share_teacher_outputs
 from tests.conftest import CUDA_ONLY
 
@@ -33,10 +31,7 @@ LOSSES = {"ce": ["loss=ce"], "kd": ["loss=kd"], "dkd": ["loss=dkd"], "reviewkd":
 
 
 def cuda_context(compose_toy, run_dir: Path, *overrides: str) -> RunContext:
-    cfg = load_config(compose_toy("trainer.device=cuda", "loss.warmup_epochs=0", *overrides))
-    data = load_data(cfg)
-    return RunContext(cfg, run_dir, data, split_groups(data.train_counts, cfg.dataset.group_fractions),
-                      resolve_runtime(cfg.trainer), NullLogger(), StopSignal())
+    return build_context(load_config(compose_toy("trainer.device=cuda", "loss.warmup_epochs=0", *overrides)), run_dir)
 
 
 def student_stage(ctx: RunContext, checkpoint: Path) -> tuple[Stage, torch.nn.Module]:
@@ -56,10 +51,10 @@ def test_every_loss_trains_in_bf16_channels_last_fused_without_host_sync(loss: s
     stage.train_loader = DeviceLoader(train.images[:64], train.labels[:64], batch_size=64, train=True,
                                       mean=ctx.data.mean, std=ctx.data.std, pad=0, device="cuda",
                                       channels_last=True)
-    sums = [stage.train_epoch(1, 0, None, {})]  # warm-up: lazy CUDA initialisation, cuDNN autotuning
+    sums = [stage.train_epoch(1)]  # warm-up: lazy CUDA initialisation, cuDNN autotuning
     torch.cuda.set_sync_debug_mode("error")  # any host synchronisation in the step loop raises
     try:
-        sums += [stage.train_epoch(epoch, 0, None, {}) for epoch in range(2, 21)]
+        sums += [stage.train_epoch(epoch) for epoch in range(2, 21)]
     finally:
         torch.cuda.set_sync_debug_mode("default")
     losses = [stage._read_epoch_stats(epoch, s)["train/loss"] for epoch, s in enumerate(sums, 1)]
@@ -111,7 +106,7 @@ def test_compile_trains_a_step(compose_toy, tmp_path: Path):
     ctx = cuda_context(compose_toy, tmp_path, "loss=ce", "trainer.compile=true", "trainer.max_steps_per_epoch=2")
     stage, _ = student_stage(ctx, tmp_path / "student.ckpt")
     assert stage.forward._compiled_call_impl is not None
-    stats = stage._read_epoch_stats(1, stage.train_epoch(1, 0, None, {}))
+    stats = stage._read_epoch_stats(1, stage.train_epoch(1))
     assert math.isfinite(stats["train/loss"])
 
 
@@ -120,7 +115,7 @@ def test_shared_teacher_outputs_are_stored_in_bf16_and_train_the_student(compose
                        f"paths.teacher_cache={tmp_path / 'cache'}")
     stage, _ = student_stage(ctx, tmp_path / "student.ckpt")
     share_teacher_outputs(ctx, stage, stage.module)
-    stats = stage._read_epoch_stats(1, stage.train_epoch(1, 0, None, {}))
+    stats = stage._read_epoch_stats(1, stage.train_epoch(1))
     assert math.isfinite(stats["train/loss"])
     (entry,) = (tmp_path / "cache" / "outputs").glob("*/epoch0001.pt")
     assert load_checkpoint(entry)["logits"].dtype == torch.bfloat16  # as the teacher produced them

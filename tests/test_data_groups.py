@@ -34,7 +34,7 @@ def test_any_number_of_groups(fractions, sizes):
 
 
 @pytest.mark.parametrize(("fractions", "match"), [((0.3, 0.3, 0.3), "sums to"), ((0.5, 0.6, -0.1), "> 0"),
-                                                  ((), "> 0"), ((0.995, 0.004, 0.001), "non-empty")])
+                                                  ((), "empty list"), ((0.995, 0.004, 0.001), "leaves a group empty")])
 def test_bad_fractions(fractions, match):
     with pytest.raises(ConfigError, match=match):
         split_groups(long_tailed_counts(500, 100, 10), fractions)

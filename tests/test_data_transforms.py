@@ -5,7 +5,7 @@ import pathlib
 import pytest
 import torch
 
-from ltkd.data import CROP_PADDING, ImageSet, ImageSetDataset, build_dataset, build_transforms
+from ltkd.data import DATASETS, ImageSet, ImageSetDataset, build_dataset, build_transforms
 from ltkd.errors import ConfigError, DataError
 from tests.fakedata import write_fake_imagenet, write_fake_tinyimagenet
 
@@ -22,7 +22,7 @@ def test_in_memory_dataset(name, size):
     assert torch.allclose(x, (images[0].float() / 255 - 0.5) / 0.25, atol=1e-6)
     x, _ = ImageSetDataset(split, build_transforms(name, True, MEAN, STD))[1]
     assert x.shape == (3, size, size)
-    assert CROP_PADDING[name] == size // 8
+    assert DATASETS[name].crop_padding == size // 8
 
 
 def test_file_backed_dataset(tmp_path):

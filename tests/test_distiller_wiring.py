@@ -14,12 +14,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from ltkd.build import RunContext, build_context, student_distiller
 from ltkd.config import RunConfig, load_config
-from ltkd.data import build_dataset, split_groups
 from ltkd.distillers import Distiller
 from ltkd.distributed import DistInfo, mean_over_ranks
-from ltkd.engine import StopSignal
-from ltkd.loggers import NullLogger
 from ltkd.losses import (
     class_log_prior,
     dkd_loss,
@@ -30,8 +28,6 @@ from ltkd.losses import (
     teacher_group_mean,
 )
 from ltkd.models import create_model
-from ltkd.pipeline import RunContext, student_distiller
-from ltkd.runtime import resolve_runtime
 
 # the toy data (tests/conftest.py): 100 classes, counts falling with the label, so the groups by count
 # are the labels in order: 33 / 34 / 33 classes, or 50 / 50 for two groups
@@ -42,11 +38,7 @@ BATCH = 8
 
 def context(cfg: RunConfig, tmp_path: Path, dist: DistInfo | None = None) -> RunContext:
     """What the pipeline gives stage 2 (the toy data, its groups), as one process or a rank."""
-    ds = cfg.dataset
-    data = build_dataset(ds.name, cfg.data.root, imbalance_factor=ds.imbalance_factor, seed=ds.seed,
-                         download=False, n_max=ds.n_max)
-    return RunContext(cfg, tmp_path, data, split_groups(data.train_counts, ds.group_fractions),
-                      resolve_runtime(cfg.trainer), NullLogger(), StopSignal(), dist or DistInfo())
+    return build_context(cfg, tmp_path, dist=dist)
 
 
 def biased_teacher(cfg: RunConfig) -> nn.Module:

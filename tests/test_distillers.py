@@ -63,7 +63,8 @@ class TinyNet(nn.Module):
 
 def _cfg(name: str, **overrides: Any) -> SimpleNamespace:
     fields = dict(name=name, temperature=4.0, ce_weight=1.0, alpha=1.0, beta=8.0, warmup_epochs=0,
-                  rebalance="batch", ema_momentum=0.9, reweight=True, logit_adjust_tau=0.0, preact=False)
+                  rebalance="batch", ema_momentum=0.9, reweight=True, logit_adjust_tau=0.0, preact=False,
+                  global_stats=True)
     return SimpleNamespace(**(fields | overrides))
 
 

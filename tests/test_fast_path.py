@@ -19,6 +19,8 @@ from ltkd.runtime import Runtime
 
 CLASSES, MEAN, STD = 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
+PLAIN_CE = LossConfig(name="ce", ce_weight=1.0, warmup_epochs=0, logit_adjust_tau=0.0)
+
 
 def toy_problem(per_class: int, seed: int) -> ImageSet:
     """Smooth class patterns (so small shifts keep them recognisable) plus pixel noise."""
@@ -35,7 +37,7 @@ def train_and_test(cfg, loader, test: ImageSet, tmp_path: Path, seed: int) -> fl
     torch.manual_seed(seed)
     model = create_model("resnet8", CLASSES)
     groups = split_groups([1] * CLASSES)
-    module = build_distiller(LossConfig(name="ce"), model, None, class_to_group=class_to_group(groups, CLASSES),
+    module = build_distiller(PLAIN_CE, model, None, class_to_group=class_to_group(groups, CLASSES),
                              train_counts=[1] * CLASSES, input_size=32)
     test_batches = DeviceLoader(test.images, test.labels, batch_size=100, train=False, mean=MEAN, std=STD, pad=0,
                                 device="cpu")

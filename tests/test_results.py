@@ -99,3 +99,12 @@ def test_mixed_scales_are_refused(tmp_path: Path):
 def test_reduced_means_short_of_the_datasets_recipe(dataset: str, epochs: int, steps, reduced: bool, tmp_path: Path):
     write_run(tmp_path, "kd", 0, 40.0, 12.0, epochs=epochs, steps=steps, dataset=dataset)
     assert is_reduced(collect(find_metrics(tmp_path))) is reduced
+
+
+def test_loss_keys_stored_only_by_runs_made_before_per_method_configs_do_not_split_a_cell(tmp_path: Path):
+    old = {"seed": 0, "loss": {"name": "kd", "alpha": 0.9, "beta": 0.0, "rebalance": "none"}}  # every loss's keys
+    write_run(tmp_path, "kd", 0, 40.0, 12.0, config=old)
+    write_run(tmp_path, "kd", 1, 42.0, 14.0, config={"seed": 1, "loss": {"name": "kd", "alpha": 0.9}})
+    write_run(tmp_path, "kd", 2, 44.0, 14.0, config={"seed": 2, "loss": {"name": "kd", "alpha": 0.5}})
+    kd = [c for c in collect(find_metrics(tmp_path)) if c.method == "kd"]
+    assert sorted((c.variant, c.seeds) for c in kd) == [("alpha=0.5", [2]), ("alpha=0.9", [0, 1])]

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from ltkd import pipeline, reporting
 from ltkd.config import load_config
@@ -41,6 +42,22 @@ def test_another_configs_run_directory_is_refused_when_complete_and_on_resume(ch
                        "trainer.eval_batch_size=7", "trainer.num_workers=0", "trainer.time_limit=1h",
                        f"paths.output_root={tmp_path}")
     assert pipeline.run(load_config(same), run_dir)["config"]["debug"] is True
+
+
+def test_a_run_stored_with_every_loss_s_keys_still_resumes_and_reports_complete(compose_toy, tmp_path: Path):
+    """Runs made before each loss had its own keys stored all of them (KD with `loss.rebalance: none`, ...):
+    keys the run's loss does not have are ignored; a key it has still counts."""
+    run_dir = tmp_path / "run"
+    cfg = load_config(compose_toy("loss=kd"))
+    pipeline.run(cfg, run_dir)
+    stored = OmegaConf.load(run_dir / "config.yaml")
+    stored.loss.rebalance, stored.loss.beta, stored.loss.preact = "none", 0.0, False
+    OmegaConf.save(stored, run_dir / "config.yaml")
+    assert pipeline.run(cfg, run_dir)["loss"] == "kd"  # run complete
+    stored.loss.alpha = 0.5
+    OmegaConf.save(stored, run_dir / "config.yaml")
+    with pytest.raises(ConfigError, match=r"loss\.alpha \(stored 0\.5, now 0\.9\)"):
+        pipeline.run(cfg, run_dir)
 
 
 def test_the_issues_two_commands_get_two_directories_and_a_shared_one_is_refused(fake_cifar_root: Path,

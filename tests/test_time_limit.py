@@ -24,6 +24,8 @@ from tests.conftest import toy_overrides
 from tests.test_fast_path import CLASSES, MEAN, STD, toy_problem
 from tests.test_train import run_cli
 
+PLAIN_CE = LossConfig(name="ce", ce_weight=1.0, warmup_epochs=0, logit_adjust_tau=0.0)
+
 
 @pytest.mark.parametrize(("text", "seconds"), [("8m", 480), ("90s", 90), ("1h30m", 5400), ("1.5m", 90), (480, 480),
                                                ("480", 480), ("2h", 7200)])
@@ -52,7 +54,7 @@ def toy_stage(cfg, checkpoint: Path, stop: StopSignal) -> Stage:
     torch.manual_seed(0)
     model = create_model("resnet8", CLASSES)
     groups = split_groups([1] * CLASSES)
-    module = build_distiller(LossConfig(name="ce"), model, None, class_to_group=class_to_group(groups, CLASSES),
+    module = build_distiller(PLAIN_CE, model, None, class_to_group=class_to_group(groups, CLASSES),
                              train_counts=[1] * CLASSES, input_size=32)
     train, test = toy_problem(8, seed=0), toy_problem(2, seed=1)
     loader = DeviceLoader(train.images, train.labels, batch_size=16, train=True, mean=MEAN, std=STD, pad=4,

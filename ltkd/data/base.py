@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torchvision.datasets.utils import download_and_extract_archive
 
-from ltkd.errors import DataError
+from ltkd.errors import DataError, one_line
 
 
 @dataclass
@@ -62,11 +62,6 @@ class LongTailedData:
     test: ImageSet
     train_counts: list[int]
     imbalance_factor: float
-
-
-def one_line(exc: BaseException) -> str:
-    """`exc` as 'Type: message' on one line, for embedding in an error message."""
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(": ")
 
 
 def ensure_files(required: Sequence[Path], root: Path, url: str, md5: str, download: bool,

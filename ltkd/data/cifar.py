@@ -9,15 +9,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ltkd.data.base import ImageSet, LongTailedData, ensure_files, one_line
+from ltkd.data.base import ImageSet, LongTailedData, ensure_files
 from ltkd.data.profile import long_tailed_counts, select_long_tailed
-from ltkd.errors import DataError
+from ltkd.data.spec import DatasetSpec, ReadRequest
+from ltkd.errors import DataError, one_line
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
 NUM_CLASSES = 100
-MEAN = (0.5071, 0.4865, 0.4409)
-STD = (0.2673, 0.2564, 0.2762)
 LAYOUT = "the CIFAR-100 python pickles <root>/cifar-100-python/{train,test,meta}"
 
 
@@ -47,26 +46,31 @@ def _split(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def load_cifar100_lt(root: Path, imbalance_factor: float, seed: int, download: bool,
-                     n_max: int) -> LongTailedData:
+def load_cifar100_lt(request: ReadRequest) -> LongTailedData:
     """CIFAR-100-LT from `<root>/cifar-100-python/` (downloaded into `root` if missing and `download`)."""
-    base = root / "cifar-100-python"
-    ensure_files([base / "train", base / "test", base / "meta"], root, URL, MD5, download, LAYOUT)
+    base = request.root / "cifar-100-python"
+    ensure_files([base / "train", base / "test", base / "meta"], request.root, URL, MD5, request.download,
+                 LAYOUT)
     names = _unpickle(base / "meta").get("fine_label_names")
     if not isinstance(names, list) or len(names) != NUM_CLASSES:
         found = f"{len(names)} names" if isinstance(names, list) else type(names).__name__
         raise DataError(f"{base / 'meta'}: fine_label_names is {found}; expected {NUM_CLASSES} names")
-    counts = long_tailed_counts(n_max, NUM_CLASSES, imbalance_factor)
+    counts = long_tailed_counts(request.n_max, NUM_CLASSES, request.imbalance_factor)
     train_images, train_labels = _split(base / "train")
     try:
-        keep = select_long_tailed(train_labels, counts, seed)
+        keep = select_long_tailed(train_labels, counts, request.seed)
     except DataError as exc:
         raise DataError(f"{base / 'train'}: {exc}") from exc
     test_images, test_labels = _split(base / "test")
     return LongTailedData(
-        name="cifar100_lt", num_classes=NUM_CLASSES, class_names=[str(n) for n in names], image_size=32,
-        mean=MEAN, std=STD,
+        name=SPEC.name, num_classes=NUM_CLASSES, class_names=[str(n) for n in names],
+        image_size=SPEC.image_size, mean=SPEC.mean, std=SPEC.std,
         train=ImageSet(torch.from_numpy(train_labels[keep]), images=torch.from_numpy(train_images[keep])),
         test=ImageSet(torch.from_numpy(test_labels), images=torch.from_numpy(test_images)),
-        train_counts=counts, imbalance_factor=float(imbalance_factor),
+        train_counts=counts, imbalance_factor=float(request.imbalance_factor),
     )
+
+
+SPEC = DatasetSpec(name="cifar100_lt", num_classes=NUM_CLASSES, n_max=500, image_size=32,
+                   mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762), read=load_cifar100_lt,
+                   crop_padding=4)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 
 import torch
 
+from ltkd.checks import check_fractions
 from ltkd.errors import ConfigError
 
 GROUP_NAMES = ("head", "medium", "tail")
@@ -18,20 +18,14 @@ def split_groups(train_counts: Sequence[int],
     """Classes sorted by training count (descending, ties by label), cut into len(fractions) groups.
 
     Every group but the last gets round(f * C) classes, the last the rest (33/34/33 for C = 100).
-    Each group lists its classes in that sorted order. ConfigError when a fraction is <= 0, the
-    fractions do not sum to 1 (within 1e-6) or a group would be empty.
+    Each group lists its classes in that sorted order. ConfigError (the config's rule, `check_fractions`)
+    when a fraction is <= 0, the fractions do not sum to 1 (within 1e-6) or a group would be empty.
     """
-    fractions = [float(f) for f in fractions]
+    fractions = tuple(float(f) for f in fractions)
     num_classes = len(train_counts)
-    if not fractions or any(f <= 0 for f in fractions):
-        raise ConfigError(f"group_fractions: {fractions}; give one fraction > 0 per group")
-    if not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
-        raise ConfigError(f"group_fractions: {fractions} sums to {sum(fractions):g}; must sum to 1")
+    check_fractions("group_fractions", fractions, num_classes)
     sizes = [round(f * num_classes) for f in fractions[:-1]]
     sizes.append(num_classes - sum(sizes))
-    if any(s < 1 for s in sizes):
-        raise ConfigError(f"group_fractions: {fractions} gives group sizes {sizes} for {num_classes} "
-                          "classes; every group must be non-empty")
     order = sorted(range(num_classes), key=lambda c: (-train_counts[c], c))
     bounds = [0, *itertools.accumulate(sizes)]
     return [order[a:b] for a, b in itertools.pairwise(bounds)]

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision import transforms as T
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ltkd.data.base import ImageSet, LongTailedData
 from ltkd.data.profile import long_tailed_counts, select_long_tailed
+from ltkd.data.spec import DatasetSpec, ReadRequest
 from ltkd.errors import DataError
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+TEST_RESIZE = 256  # the test images are resized to this side, then center-cropped to the image size
 LAYOUT = ("ImageNet in ImageFolder layout <root>/imagenet/{train,val}/<wnid>/*.JPEG "
           "(never downloaded: place it there)")
 
@@ -63,8 +64,7 @@ def _split_file(split_file: str, base: Path, num_classes: int) -> tuple[list[str
     return paths, np.asarray(labels, dtype=np.int64)
 
 
-def load_imagenet_lt(root: Path, imbalance_factor: float, seed: int, n_max: int,
-                     split_file: str | None, test_split_file: str | None) -> LongTailedData:
+def load_imagenet_lt(request: ReadRequest) -> LongTailedData:
     """ImageNet-LT from `<root>/imagenet/{train,val}/<wnid>/` (classes numbered by sorted wnid), file-backed.
 
     Without `split_file` the train set is the exponential profile n_c = int(n_max * γ^(-c/(C-1))) capped by
@@ -74,30 +74,43 @@ def load_imagenet_lt(root: Path, imbalance_factor: float, seed: int, n_max: int,
     list, and `imbalance_factor`, `n_max` and `seed` select nothing. The test set is `test_split_file`
     (same format) if given, else the whole val folder.
     """
-    base = root / "imagenet"
+    base = request.root / "imagenet"
     train_dir = base / "train"
     if not train_dir.is_dir():
         raise DataError(f"{train_dir}: not found; expected {LAYOUT}")
     wnids = sorted(d.name for d in train_dir.iterdir() if d.is_dir())
     if len(wnids) < 2:
         raise DataError(f"{train_dir}: {len(wnids)} class folders; expected one <wnid> folder per class")
-    if split_file is not None:
-        train_paths, train_labels = _split_file(split_file, base, len(wnids))
+    if request.split_file is not None:
+        train_paths, train_labels = _split_file(request.split_file, base, len(wnids))
         counts = np.bincount(train_labels, minlength=len(wnids)).tolist()
     else:
         all_paths, all_labels = _folder_files(train_dir, wnids)
         available = np.bincount(all_labels, minlength=len(wnids))
-        profile = long_tailed_counts(n_max, len(wnids), imbalance_factor)
+        profile = long_tailed_counts(request.n_max, len(wnids), request.imbalance_factor)
         counts = [min(n, int(a)) for n, a in zip(profile, available, strict=True)]
-        keep = select_long_tailed(all_labels, counts, seed)
+        keep = select_long_tailed(all_labels, counts, request.seed)
         train_paths, train_labels = [all_paths[i] for i in keep], all_labels[keep]
-    if test_split_file is not None:
-        test_paths, test_labels = _split_file(test_split_file, base, len(wnids))
+    if request.test_split_file is not None:
+        test_paths, test_labels = _split_file(request.test_split_file, base, len(wnids))
     else:
         test_paths, test_labels = _folder_files(base / "val", wnids)
     return LongTailedData(
-        name="imagenet_lt", num_classes=len(wnids), class_names=wnids, image_size=224, mean=MEAN, std=STD,
+        name=SPEC.name, num_classes=len(wnids), class_names=wnids, image_size=SPEC.image_size, mean=SPEC.mean,
+        std=SPEC.std,
         train=ImageSet(torch.from_numpy(train_labels), paths=train_paths),
         test=ImageSet(torch.from_numpy(test_labels), paths=test_paths),
-        train_counts=counts, imbalance_factor=float(imbalance_factor),
+        train_counts=counts, imbalance_factor=float(request.imbalance_factor),
     )
+
+
+def resized_crop_flip(spec: DatasetSpec, train: bool) -> list:
+    """Train: random-resized crop to the image size and a horizontal flip; test: resize, center crop."""
+    if train:
+        return [T.RandomResizedCrop(spec.image_size), T.RandomHorizontalFlip()]
+    return [T.Resize(TEST_RESIZE), T.CenterCrop(spec.image_size)]
+
+
+SPEC = DatasetSpec(name="imagenet_lt", num_classes=1000, n_max=1300, image_size=224,
+                   mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), read=load_imagenet_lt,
+                   geometry=resized_crop_flip, split_files=True)

@@ -9,13 +9,11 @@ import torch
 
 from ltkd.data.base import ImageSet, LongTailedData, decode_images, ensure_files
 from ltkd.data.profile import long_tailed_counts, select_long_tailed
+from ltkd.data.spec import DatasetSpec, ReadRequest
 from ltkd.errors import DataError
 
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
-MEAN = (0.4802, 0.4481, 0.3975)
-STD = (0.2302, 0.2265, 0.2262)
-SIZE = 64
 LAYOUT = ("tiny-imagenet-200 as distributed: <root>/tiny-imagenet-200/{wnids.txt, "
           "train/<wnid>/images/*.JPEG, val/images/*.JPEG, val/val_annotations.txt}")
 
@@ -60,30 +58,34 @@ def _val_files(base: Path, wnids: list[str]) -> tuple[list[str], np.ndarray]:
     return paths, np.asarray(labels, dtype=np.int64)
 
 
-def load_tinyimagenet_lt(root: Path, imbalance_factor: float, seed: int, download: bool,
-                         n_max: int) -> LongTailedData:
+def load_tinyimagenet_lt(request: ReadRequest) -> LongTailedData:
     """TinyImageNet-LT from `<root>/tiny-imagenet-200/` (downloaded into `root` if missing and `download`).
 
     Classes are numbered by sorted wnid (wnids.txt); only the selected training images are decoded.
     """
-    base = root / "tiny-imagenet-200"
+    base = request.root / "tiny-imagenet-200"
     ensure_files([base / "wnids.txt", base / "train", base / "val" / "val_annotations.txt"],
-                 root, URL, MD5, download, LAYOUT)
+                 request.root, URL, MD5, request.download, LAYOUT)
     wnids = sorted({w.strip() for w in (base / "wnids.txt").read_text().split() if w.strip()})
     if len(wnids) < 2:
         raise DataError(f"{base / 'wnids.txt'}: lists {len(wnids)} wnids; expected one per class (200)")
-    counts = long_tailed_counts(n_max, len(wnids), imbalance_factor)
+    counts = long_tailed_counts(request.n_max, len(wnids), request.imbalance_factor)
     train_paths, train_labels = _train_files(base, wnids)
     try:
-        keep = select_long_tailed(train_labels, counts, seed)
+        keep = select_long_tailed(train_labels, counts, request.seed)
     except DataError as exc:
         raise DataError(f"{base / 'train'}: {exc}") from exc
-    train_images = decode_images([train_paths[i] for i in keep], SIZE)
+    train_images = decode_images([train_paths[i] for i in keep], SPEC.image_size)
     test_paths, test_labels = _val_files(base, wnids)
     return LongTailedData(
-        name="tinyimagenet_lt", num_classes=len(wnids), class_names=_class_names(base, wnids),
-        image_size=SIZE, mean=MEAN, std=STD,
+        name=SPEC.name, num_classes=len(wnids), class_names=_class_names(base, wnids),
+        image_size=SPEC.image_size, mean=SPEC.mean, std=SPEC.std,
         train=ImageSet(torch.from_numpy(train_labels[keep]), images=train_images),
-        test=ImageSet(torch.from_numpy(test_labels), images=decode_images(test_paths, SIZE)),
-        train_counts=counts, imbalance_factor=float(imbalance_factor),
+        test=ImageSet(torch.from_numpy(test_labels), images=decode_images(test_paths, SPEC.image_size)),
+        train_counts=counts, imbalance_factor=float(request.imbalance_factor),
     )
+
+
+SPEC = DatasetSpec(name="tinyimagenet_lt", num_classes=200, n_max=500, image_size=64,
+                   mean=(0.4802, 0.4481, 0.3975), std=(0.2302, 0.2265, 0.2262), read=load_tinyimagenet_lt,
+                   crop_padding=8)

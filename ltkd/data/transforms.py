@@ -9,23 +9,14 @@ from PIL import Image
 from torchvision import transforms as T
 
 from ltkd.data.base import ImageSet, open_rgb
-from ltkd.errors import ConfigError
-
-CROP_PADDING = {"cifar100_lt": 4, "tinyimagenet_lt": 8}
+from ltkd.data.datasets import dataset_spec
 
 
 def build_transforms(name: str, train: bool, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
-    """Train: random (padded or resized) crop + horizontal flip; test: identity (CIFAR, Tiny) or resize 256 +
-    center crop 224 (ImageNet); both end with ToTensor + Normalize(mean, std)."""
-    if name in CROP_PADDING:
-        size = 32 if name == "cifar100_lt" else 64
-        geometry = [T.RandomCrop(size, padding=CROP_PADDING[name]), T.RandomHorizontalFlip()] if train else []
-    elif name == "imagenet_lt":
-        geometry = ([T.RandomResizedCrop(224), T.RandomHorizontalFlip()] if train
-                    else [T.Resize(256), T.CenterCrop(224)])
-    else:
-        raise ConfigError(f"dataset name: '{name}'; expected cifar100_lt, tinyimagenet_lt or imagenet_lt")
-    return T.Compose([*geometry, T.ToTensor(), T.Normalize(tuple(mean), tuple(std))])
+    """The dataset's geometry (its spec's: random crop + flip for training, its test-time crop) followed by
+    ToTensor + Normalize(mean, std). ConfigError for an unknown dataset."""
+    spec = dataset_spec(name)
+    return T.Compose([*spec.geometry(spec, train), T.ToTensor(), T.Normalize(tuple(mean), tuple(std))])
 
 
 class ImageSetDataset(torch.utils.data.Dataset):

@@ -1,4 +1,5 @@
-"""Distillers (mdistiller's contract): CE, KD, DKD, ReviewKD and LTKD, built from the loss config."""
+"""Distillers (mdistiller's contract) and the methods there are (one table, `METHODS`), each built from its
+own typed loss config."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ltkd.distillers.base import CrossEntropyTerm, Distiller, warmup_factor
+from ltkd.distillers import ce, dkd, kd, ltkd, reviewkd
+from ltkd.distillers.base import (
+    CrossEntropyTerm,
+    Distiller,
+    DistillerInputs,
+    LossConfig,
+    Method,
+    warmup_factor,
+)
 from ltkd.distillers.ce import CE
 from ltkd.distillers.dkd import DKD
 from ltkd.distillers.kd import KD
@@ -16,42 +25,36 @@ from ltkd.distillers.reviewkd import ABF, ReviewKD
 from ltkd.errors import ConfigError
 from ltkd.losses import class_log_prior
 
-__all__ = ["ABF", "CE", "DKD", "KD", "LOSS_NAMES", "LTKD", "CrossEntropyTerm", "Distiller", "ReviewKD",
-           "build_distiller", "warmup_factor"]
+__all__ = ["ABF", "CE", "DKD", "KD", "LOSS_NAMES", "LTKD", "METHODS", "CrossEntropyTerm", "Distiller",
+           "DistillerInputs", "LossConfig", "Method", "ReviewKD", "build_distiller", "method", "warmup_factor"]
 
-LOSS_NAMES = ("ce", "kd", "dkd", "reviewkd", "ltkd")
+# Every method, by `loss.name`, in table order: a new method is its module's METHOD added here (README:
+# adding a method).
+METHODS: dict[str, Method] = {m.name: m for m in (ce.METHOD, kd.METHOD, dkd.METHOD, reviewkd.METHOD, ltkd.METHOD)}
+LOSS_NAMES = tuple(METHODS)
+
+
+def method(name: str) -> Method:
+    """The method `name`; ConfigError naming the methods there are."""
+    if name not in METHODS:
+        raise ConfigError(f"loss.name: {name!r}; allowed: {', '.join(METHODS)}")
+    return METHODS[name]
 
 
 def build_distiller(loss_cfg: Any, student: nn.Module, teacher: nn.Module | None, *, class_to_group: Tensor,
                     train_counts: Sequence[int], input_size: int,
                     stats_reducer: Callable[[Tensor], Tensor] | None = None) -> Distiller:
-    """The distiller named by `loss_cfg.name`, with the config's weights.
+    """The distiller of method `loss_cfg.name`, built from its config (its `Method.config`'s fields).
 
     The CE term of every method uses `ce_weight` and logit adjustment by `logit_adjust_tau` with the log
-    prior of `train_counts`. `class_to_group` (C,) defines LTKD's groups; `input_size` is the image side
-    for ReviewKD's shape probe; `stats_reducer` is LTKD's cross-rank reduction of its group statistics.
-    ConfigError for an unknown name; a method other than "ce" needs a teacher.
+    prior of `train_counts`. `class_to_group` (C,) defines the class groups (LTKD); `input_size` is the image
+    side for feature-shape probes (ReviewKD); `stats_reducer` reduces batch statistics over ranks (LTKD).
+    The teacher is passed on only to methods that use one (and must then be given).
     """
-    name = loss_cfg.name
-    if name not in LOSS_NAMES:
-        raise ConfigError(f"loss.name: {name!r}; allowed: {', '.join(LOSS_NAMES)}")
-    device = next(student.parameters()).device
-    log_prior = class_log_prior(train_counts, device)
-    ce = CrossEntropyTerm(loss_cfg.ce_weight, log_prior, loss_cfg.logit_adjust_tau)
-    if name == "ce":
-        return CE(student, ce)
-    if teacher is None:
-        raise ValueError(f"build_distiller: loss {name!r} needs a teacher")
-    common = dict(warmup_epochs=loss_cfg.warmup_epochs)
-    if name == "kd":
-        return KD(student, teacher, ce, alpha=loss_cfg.alpha, temperature=loss_cfg.temperature, **common)
-    if name == "dkd":
-        return DKD(student, teacher, ce, alpha=loss_cfg.alpha, beta=loss_cfg.beta,
-                   temperature=loss_cfg.temperature, **common)
-    if name == "reviewkd":
-        return ReviewKD(student, teacher, ce, alpha=loss_cfg.alpha, input_size=input_size,
-                        preact=loss_cfg.preact, **common)
-    return LTKD(student, teacher, ce, class_to_group=class_to_group, alpha=loss_cfg.alpha, beta=loss_cfg.beta,
-                temperature=loss_cfg.temperature, rebalance=loss_cfg.rebalance,
-                ema_momentum=loss_cfg.ema_momentum, reweight=loss_cfg.reweight, stats_reducer=stats_reducer,
-                **common)
+    entry = method(loss_cfg.name)
+    log_prior = class_log_prior(train_counts, next(student.parameters()).device)
+    ce_term = CrossEntropyTerm(loss_cfg.ce_weight, log_prior, loss_cfg.logit_adjust_tau)
+    if entry.uses_teacher and teacher is None:
+        raise ValueError(f"build_distiller: loss {entry.name!r} needs a teacher")
+    inputs = DistillerInputs(class_to_group, input_size, stats_reducer)
+    return entry.build(loss_cfg, student, teacher if entry.uses_teacher else None, ce_term, inputs)

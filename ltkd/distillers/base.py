@@ -1,21 +1,22 @@
-"""The distiller contract (after mdistiller): a student, an optional frozen teacher, named weighted losses.
+"""The distiller contract (after mdistiller): a student, an optional frozen teacher, named weighted losses;
+and what a method is to the rest of the code (`Method`: its typed loss config and how it is built).
 
 `Distiller.forward(images, target, epoch)` returns the student's logits and a dict of already-weighted
 scalar losses ("loss_ce", and "loss_kd" when there is a teacher) that the trainer sums. Models return
-`(logits, features)` with features {"feats", "preact_feats", "pooled_feat"}.
+`(logits, features)` with features {"feats", "preact_feats", "pooled_feat"} (`ltkd.models.Features`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from ltkd.checks import check_non_negative
 from ltkd.losses import logit_adjusted_ce
-
-Features = dict[str, Any]
+from ltkd.models import Features
 
 
 def warmup_factor(epoch: int, warmup_epochs: int) -> float:
@@ -106,3 +107,38 @@ class Distiller(nn.Module):
         if missing or unexpected:
             raise RuntimeError(f"Error(s) in loading the student state of {type(self).__name__}: "
                                f"missing keys {missing}, unexpected keys {unexpected}")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The `loss:` keys every method has (values in configs/loss/base.yaml). A method with more keys
+    subclasses it; `check` raises ConfigError naming the first bad value (`num_classes`: the dataset's)."""
+
+    name: str
+    ce_weight: float  # weight of the student's cross-entropy term
+    warmup_epochs: int  # the distillation term ramps up as min(epoch / warmup_epochs, 1)
+    logit_adjust_tau: float  # logit-adjusted CE (Menon et al. 2021); 0 = plain CE
+
+    def check(self, num_classes: int) -> None:
+        check_non_negative("loss", self, "ce_weight", "logit_adjust_tau", "warmup_epochs")
+
+
+@dataclass(frozen=True)
+class DistillerInputs:
+    """What a method may take from the run besides its config: the class groups (C,), the image side
+    (feature-shape probes) and the reduction of batch statistics over ranks (None: one process)."""
+
+    class_to_group: Tensor
+    input_size: int
+    stats_reducer: Callable[[Tensor], Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class Method:
+    """One entry of `ltkd.distillers.METHODS`: the method's `loss.name`, its config class, and
+    `build(cfg, student, teacher, ce, inputs) -> Distiller` (teacher None when not `uses_teacher`)."""
+
+    name: str
+    config: type[LossConfig]
+    build: Callable[[LossConfig, nn.Module, nn.Module | None, CrossEntropyTerm, DistillerInputs], Distiller]
+    uses_teacher: bool = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ltkd.distillers.base import CrossEntropyTerm, Distiller
+from ltkd.distillers.base import CrossEntropyTerm, Distiller, DistillerInputs, LossConfig, Method
 
 
 class CE(Distiller):
@@ -12,3 +12,11 @@ class CE(Distiller):
 
     def __init__(self, student: nn.Module, ce: CrossEntropyTerm | None = None) -> None:
         super().__init__(student, None, ce)
+
+
+def build(cfg: LossConfig, student: nn.Module, teacher: nn.Module | None, ce: CrossEntropyTerm,
+          inputs: DistillerInputs) -> CE:
+    return CE(student, ce)
+
+
+METHOD = Method("ce", LossConfig, build, uses_teacher=False)

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor, nn
 
-from ltkd.distillers.base import CrossEntropyTerm, Distiller, Features
+from ltkd.checks import check_non_negative, check_positive
+from ltkd.distillers.base import CrossEntropyTerm, Distiller, DistillerInputs, Features, LossConfig, Method
 from ltkd.losses import kd_loss
+
+
+@dataclass(frozen=True)
+class KDConfig(LossConfig):
+    temperature: float
+    alpha: float  # weight of T²·KL(p_T || p_S)
+
+    def check(self, num_classes: int) -> None:
+        super().check(num_classes)
+        check_positive("loss.temperature", self.temperature)
+        check_non_negative("loss", self, "alpha")
 
 
 class KD(Distiller):
@@ -22,3 +36,12 @@ class KD(Distiller):
     def distill_loss(self, logits_s: Tensor, features_s: Features, logits_t: Tensor, features_t: Features,
                      target: Tensor) -> Tensor:
         return self.alpha * kd_loss(logits_s, logits_t, self.temperature)
+
+
+def build(cfg: KDConfig, student: nn.Module, teacher: nn.Module, ce: CrossEntropyTerm,
+          inputs: DistillerInputs) -> KD:
+    return KD(student, teacher, ce, alpha=cfg.alpha, temperature=cfg.temperature,
+              warmup_epochs=cfg.warmup_epochs)
+
+
+METHOD = Method("kd", KDConfig, build)

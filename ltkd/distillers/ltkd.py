@@ -3,16 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
+from ltkd.checks import check_fractions, require
 from ltkd.data import GROUP_NAMES
-from ltkd.distillers.base import CrossEntropyTerm, Distiller, Features
+from ltkd.distillers.base import CrossEntropyTerm, Distiller, DistillerInputs, Features, Method
+from ltkd.distillers.dkd import DKDConfig
 from ltkd.errors import ConfigError
 from ltkd.losses import ltkd_loss, rebalance_factors, teacher_group_mean
 
-REBALANCE_MODES = ("batch", "ema", "none")
+Rebalance = Literal["batch", "ema", "none"]
+REBALANCE_MODES = get_args(Rebalance)
+
+
+@dataclass(frozen=True)
+class LTKDConfig(DKDConfig):
+    """DKD's keys (alpha: the cross-group weight, beta: the within-group weight) and LTKD's switches."""
+
+    rebalance: Rebalance  # the teacher's group distribution toward uniform with: batch statistics, an EMA, none
+    ema_momentum: float  # rebalance=ema: stats <- m * stats + (1 - m) * batch mean
+    reweight: bool  # within-group KLs weighted 1/K (true) or by the teacher's group mass (false, as KD)
+    group_fractions: tuple[float, ...]  # LTKD's groups (any number)
+    global_stats: bool  # under torchrun: the batch statistics over all ranks (false: per rank)
+
+    def check(self, num_classes: int) -> None:
+        super().check(num_classes)
+        require(0 <= self.ema_momentum < 1, f"loss.ema_momentum: {self.ema_momentum:g}; must be in [0, 1)")
+        check_fractions("loss.group_fractions", self.group_fractions, num_classes)
 
 
 class LTKD(Distiller):
@@ -30,9 +51,9 @@ class LTKD(Distiller):
     teacher_logits_only = True
 
     def __init__(self, student: nn.Module, teacher: nn.Module, ce: CrossEntropyTerm | None = None, *,
-                 class_to_group: Tensor, alpha: float, beta: float, temperature: float,
-                 warmup_epochs: int = 0, rebalance: str = "batch", ema_momentum: float = 0.9,
-                 reweight: bool = True, stats_reducer: Callable[[Tensor], Tensor] | None = None) -> None:
+                 class_to_group: Tensor, alpha: float, beta: float, temperature: float, rebalance: str,
+                 ema_momentum: float, reweight: bool, warmup_epochs: int = 0,
+                 stats_reducer: Callable[[Tensor], Tensor] | None = None) -> None:
         super().__init__(student, teacher, ce, warmup_epochs=warmup_epochs)
         if rebalance not in REBALANCE_MODES:
             raise ConfigError(f"loss.rebalance: {rebalance!r}; allowed: {', '.join(REBALANCE_MODES)}")
@@ -93,3 +114,14 @@ class LTKD(Distiller):
         return ltkd_loss(logits_s, logits_t, self.class_to_group, self.alpha, self.beta, self.temperature,
                          rebalance=self.rebalance != "none", reweight=self.reweight,
                          group_stats=self.group_stats(logits_t), num_groups=self.num_groups)
+
+
+def build(cfg: LTKDConfig, student: nn.Module, teacher: nn.Module, ce: CrossEntropyTerm,
+          inputs: DistillerInputs) -> LTKD:
+    return LTKD(student, teacher, ce, class_to_group=inputs.class_to_group, alpha=cfg.alpha, beta=cfg.beta,
+                temperature=cfg.temperature, rebalance=cfg.rebalance, ema_momentum=cfg.ema_momentum,
+                reweight=cfg.reweight, warmup_epochs=cfg.warmup_epochs,
+                stats_reducer=inputs.stats_reducer if cfg.global_stats else None)
+
+
+METHOD = Method("ltkd", LTKDConfig, build)

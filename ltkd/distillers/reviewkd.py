@@ -3,14 +3,27 @@ teacher's features by the hierarchical context loss."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltkd.distillers.base import CrossEntropyTerm, Distiller, Features
+from ltkd.checks import check_non_negative
+from ltkd.distillers.base import CrossEntropyTerm, Distiller, DistillerInputs, Features, LossConfig, Method
 from ltkd.losses import hcl_loss
 
 MAX_MID_CHANNELS = 512
+
+
+@dataclass(frozen=True)
+class ReviewKDConfig(LossConfig):
+    alpha: float  # weight of the HCL term
+    preact: bool  # the student's pre-activation features (the ImageNet setting)
+
+    def check(self, num_classes: int) -> None:
+        super().check(num_classes)
+        check_non_negative("loss", self, "alpha")
 
 
 class ABF(nn.Module):
@@ -107,3 +120,12 @@ class ReviewKD(Distiller):
         teacher_levels = self.teacher_levels(features_t)
         fused = self.fuse(self.student_levels(features_s), teacher_levels)
         return self.alpha * hcl_loss(fused, teacher_levels)
+
+
+def build(cfg: ReviewKDConfig, student: nn.Module, teacher: nn.Module, ce: CrossEntropyTerm,
+          inputs: DistillerInputs) -> ReviewKD:
+    return ReviewKD(student, teacher, ce, alpha=cfg.alpha, input_size=inputs.input_size, preact=cfg.preact,
+                    warmup_epochs=cfg.warmup_epochs)
+
+
+METHOD = Method("reviewkd", ReviewKDConfig, build)

@@ -3,7 +3,7 @@ forward returns `(logits, features)` as described in `ltkd.models.base`."""
 
 from ltkd.models import imagenet, mobilenetv2, resnet, shufflenet, vgg, wrn
 from ltkd.models.base import FeatureNet, Features
-from ltkd.models.registry import available_models, create_model, register_model
+from ltkd.models.registry import available_models, create_model, model_name, register_model
 
 __all__ = [
     "FeatureNet",
@@ -12,6 +12,7 @@ __all__ = [
     "create_model",
     "imagenet",
     "mobilenetv2",
+    "model_name",
     "register_model",
     "resnet",
     "shufflenet",

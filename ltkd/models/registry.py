@@ -24,6 +24,16 @@ def register_model(fn: Constructor) -> Constructor:
     return fn
 
 
+def model_name(name: str) -> str:
+    """The registry name of `name`, also when spelled as other CIFAR distillation codebases (CRD, mdistiller)
+    do: MobileNetV2, ShuffleV1, ShuffleV2, ResNet50, ResNet32x4, ... (the registry name in any letter case).
+    A name that matches nothing is returned as it is (and reported where it is used)."""
+    if name in _MODELS:
+        return name
+    by_lower = {registered.lower(): registered for registered in _MODELS}
+    return by_lower.get(name.lower(), name)
+
+
 def available_models(pattern: str | None = None) -> list[str]:
     """The registered names, sorted; only those matching the fnmatch `pattern` when one is given."""
     names = sorted(_MODELS)
@@ -32,6 +42,7 @@ def available_models(pattern: str | None = None) -> list[str]:
 
 def create_model(name: str, num_classes: int) -> FeatureNet:
     """A freshly initialised model `name` with a `num_classes`-way classifier."""
+    name = model_name(name)
     if name not in _MODELS:
         raise ConfigError(f"unknown model '{name}'; available: {', '.join(available_models())}")
     if num_classes < 1:
