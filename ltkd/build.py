@@ -80,9 +80,11 @@ class RunContext:
         return evaluate
 
     def group_mass(self, models: dict[str, nn.Module]) -> dict[str, Any]:
-        """`models`' mean group masses on the unaugmented training set and the test set (ltkd.group_mass)."""
+        """`models`' mean group masses on the unaugmented training set and the test set (ltkd.group_mass), at
+        T = 1 and, for a method that has one (not CE, ReviewKD), at its distillation temperature."""
         loaders = {split: self.loader(False, "eval", split) for split in SPLITS}
-        return measure(models, loaders, self.groups, (1.0, self.cfg.loss.temperature), self.runtime.autocast,
+        temperatures = (1.0, *([self.cfg.loss.temperature] if hasattr(self.cfg.loss, "temperature") else []))
+        return measure(models, loaders, self.groups, temperatures, self.runtime.autocast,
                        functools.partial(all_reduce_sum, info=self.dist))
 
     def new_model(self, arch: str, stage: str) -> nn.Module:

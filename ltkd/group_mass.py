@@ -21,7 +21,7 @@ from ltkd.data import GROUP_NAMES, class_to_group
 
 DEFINITION = ("group mass = mean over images of the summed softmax(z/T) probability of the group's classes, "
               "in percent (head + medium + tail = 100); train = the long-tailed training set without "
-              "augmentation, test = the balanced test set; T = 1 and T = loss.temperature; "
+              "augmentation, test = the balanced test set; T = 1 and T = loss.temperature (methods with one); "
               "class share = the group's share of the classes (what a uniform prediction would give)")
 SPLITS = ("train", "test")
 
