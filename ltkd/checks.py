@@ -15,21 +15,26 @@ def require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def check_fractions(key: str, fractions: tuple[float, ...], num_classes: int) -> None:
-    """Group fractions: positive, summing to 1, and every group non-empty for `num_classes` classes."""
-    require(len(fractions) >= 1, f"{key}: empty list; give one fraction per group, summing to 1")
-    require(all(f > 0 for f in fractions), f"{key}: {list(fractions)} has a fraction <= 0; all must be > 0")
-    require(
-        math.isclose(sum(fractions), 1.0, abs_tol=1e-6),
-        f"{key}: {list(fractions)} sums to {sum(fractions):g}; the fractions must sum to 1",
-    )
+def fractions_problem(fractions: tuple[float, ...], num_classes: int) -> str | None:
+    """What is wrong with group `fractions` for `num_classes` classes (None: nothing): each must be > 0, they
+    must sum to 1, and every group must get at least one class."""
+    if not fractions:
+        return "empty list; give one fraction per group, summing to 1"
+    if not all(f > 0 for f in fractions):
+        return f"{list(fractions)} has a fraction <= 0; all must be > 0"
+    if not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
+        return f"{list(fractions)} sums to {sum(fractions):g}; the fractions must sum to 1"
     sizes = [round(f * num_classes) for f in fractions[:-1]]
     sizes.append(num_classes - sum(sizes))
-    require(
-        all(s >= 1 for s in sizes),
-        f"{key}: {list(fractions)} leaves a group empty with {num_classes} classes (sizes {sizes})",
-    )
+    if not all(s >= 1 for s in sizes):
+        return f"{list(fractions)} leaves a group empty with {num_classes} classes (sizes {sizes})"
+    return None
 
+
+def check_fractions(key: str, fractions: tuple[float, ...], num_classes: int) -> None:
+    """ConfigError naming config key `key` when `fractions_problem` finds one."""
+    problem = fractions_problem(fractions, num_classes)
+    require(problem is None, f"{key}: {problem}")
 
 
 def check_non_negative(section: str, values: Any, *keys: str) -> None:

@@ -336,7 +336,7 @@ def scaled_milestones(milestones: tuple[int, ...], recipe_epochs: int, epochs: i
 
 def _milestones_message(run: RunConfig) -> str:
     """The error for milestones beyond the epochs (they would never take effect), with the milestones scaled
-    from the dataset's recipe length (configs/trainer/<dataset>.yaml) to `trainer.epochs` as a ready override."""
+    from the dataset's recipe length (`results.recipe_epochs`) to `trainer.epochs` as a ready override."""
     from ltkd.results import recipe_epochs  # reads the recipe's yaml from the config folder
 
     tr = run.trainer

@@ -163,8 +163,16 @@ def fmt(mean: float | None, std: float | None) -> str:
 
 @functools.cache
 def recipe_epochs(dataset: str) -> int:
-    """The epochs of `dataset`'s published recipe: configs/trainer/<dataset>.yaml (after its defaults)."""
-    return int(_trainer_preset(dataset).epochs)
+    """The epochs of `dataset`'s published recipe: the trainer its dataset yaml selects (`override
+    /trainer@_global_.trainer: <recipe>` in its defaults), else configs/trainer/default.yaml."""
+    return int(_trainer_preset(_recipe_name(dataset)).epochs)
+
+
+def _recipe_name(dataset: str) -> str:
+    defaults = OmegaConf.load(Path(CONFIG_DIR) / "dataset" / f"{dataset}.yaml").get("defaults", [])
+    overrides = [entry for item in defaults if isinstance(item, DictConfig)
+                 for key, entry in item.items() if str(key).startswith("override /trainer")]
+    return str(overrides[-1]) if overrides else "default"
 
 
 def _trainer_preset(name: str) -> DictConfig:

@@ -21,6 +21,7 @@ from ltkd.config import (
 )
 from ltkd.errors import ConfigError
 from ltkd.models import model_name
+from ltkd.results import recipe_epochs
 from ltkd.train import CONFIG_DIR
 
 
@@ -69,6 +70,24 @@ def test_light_architectures_get_their_own_lr(tmp_path: Path):
     assert cfg.stage_lr(cfg.student.arch, 0.02) == 0.02
     tr = imagenet.trainer
     assert (tr.epochs, tr.batch_size, tr.lr, tr.weight_decay, tr.lr_milestones) == (100, 256, 0.1, 1e-4, (30, 60, 90))
+
+
+@pytest.mark.parametrize(("overrides", "recipe", "epochs"), [
+    (["dataset=cifar100_lt"], "default", 240),
+    (["dataset=tinyimagenet_lt"], "default", 240),
+    (["dataset=imagenet_lt", "pair=resnet34_resnet18"], "imagenet_lt", 100),
+    (["dataset=imagenet_lt", "pair=resnet34_resnet18", "trainer=smoke"], "smoke", 2),  # the command line wins
+    (["experiment=table_imagenet_lt", "pair=resnet34_resnet18"], "imagenet_lt", 100),
+    (["experiment=demo", "dataset=imagenet_lt", "pair=resnet34_resnet18"], "demo", 3),  # so does a preset's
+])
+def test_each_dataset_gets_its_recipe_unless_one_is_chosen(tmp_path: Path, overrides, recipe, epochs):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        composed = compose("train", overrides=[f"data.root={tmp_path}", *overrides], return_hydra_config=True)
+    assert composed.hydra.runtime.choices.trainer == recipe
+    cfg = load_config(composed)
+    assert cfg.trainer.epochs == epochs
+    if recipe not in ("smoke", "demo"):  # tables measure a run against the recipe its dataset selects
+        assert recipe_epochs(cfg.dataset.name) == epochs
 
 
 @pytest.mark.parametrize(("override", "message"), [

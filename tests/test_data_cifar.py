@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ltkd.data import DATASET_NAMES, build_dataset, long_tailed_counts, select_long_tailed
-from ltkd.errors import ConfigError, DataError
+from ltkd.errors import DataError
 from tests.fakedata import write_fake_cifar100
 
 
@@ -103,8 +103,8 @@ def test_wrong_content(tmp_path):
     ({"n_max": 0}, "n_max: 0"),
     ({"split_file": "x.txt"}, "imagenet_lt only"),
 ])
-def test_bad_arguments(tmp_path, kwargs, match):
-    args = {"name": "cifar100_lt", "root": tmp_path, "imbalance_factor": 10, "download": False, **kwargs}
-    with pytest.raises(ConfigError, match=match):
+def test_bad_arguments(cifar_root, kwargs, match):
+    args = {"name": "cifar100_lt", "root": cifar_root, "imbalance_factor": 10, "download": False, **kwargs}
+    with pytest.raises(ValueError, match=match):
         build_dataset(**args)
     assert "cifar100_lt" in DATASET_NAMES

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ltkd.data import DATASETS, ImageSet, ImageSetDataset, build_dataset, build_transforms
-from ltkd.errors import ConfigError, DataError
+from ltkd.errors import DataError
 from tests.fakedata import write_fake_imagenet, write_fake_tinyimagenet
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -45,7 +45,7 @@ def test_dataloader_over_tinyimagenet(tmp_path):
 
 
 def test_unknown_name_and_inconsistent_imageset():
-    with pytest.raises(ConfigError, match="'mnist'"):
+    with pytest.raises(ValueError, match="'mnist'"):
         build_transforms("mnist", True, MEAN, STD)
     with pytest.raises(ValueError, match="exactly one"):
         ImageSet(torch.zeros(1, dtype=torch.long))

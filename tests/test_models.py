@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tv
 
-from ltkd.errors import ConfigError
 from ltkd.models import FeatureNet, available_models, create_model, register_model
 from ltkd.models.imagenet import TorchvisionMobileNetV2, TorchvisionResNet
 
@@ -166,16 +165,16 @@ def test_imagenet_wrapper_computes_torchvisions_logits(factory: Callable[..., nn
     torch.testing.assert_close(logits, expected)
 
 
-def test_unknown_model_is_a_one_line_config_error() -> None:
-    with pytest.raises(ConfigError) as info:
+def test_unknown_model_is_a_one_line_value_error() -> None:
+    with pytest.raises(ValueError) as info:
         create_model("resnet9", 100)
     message = str(info.value)
     assert "\n" not in message
     assert message == f"unknown model 'resnet9'; available: {', '.join(available_models())}"
 
 
-def test_bad_num_classes_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="num_classes"):
+def test_bad_num_classes_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="num_classes"):
         create_model("resnet8", 0)
 
 

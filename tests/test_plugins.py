@@ -103,6 +103,9 @@ SPEC = DatasetSpec(name="toy_lt", num_classes=10, n_max=8, image_size=32, mean=(
 '''
 
 DATASET_YAML = """
+defaults:
+  - override /trainer@_global_.trainer: toy_lt
+
 name: toy_lt
 imbalance_factor: 4
 seed: 0
@@ -115,7 +118,7 @@ max_test_per_class: null
 
 TRAINER_YAML = """
 defaults:
-  - cifar100_lt
+  - default
 epochs: 3
 lr_milestones: [2]
 """
@@ -134,7 +137,7 @@ def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(CONFIG_DIR, configs)
     (configs / "loss" / "l2_logits.yaml").write_text(textwrap.dedent(LOSS_YAML))  # 3. the loss yaml
     (configs / "dataset" / "toy_lt.yaml").write_text(textwrap.dedent(DATASET_YAML))  # 2. the dataset yaml
-    (configs / "trainer" / "toy_lt.yaml").write_text(textwrap.dedent(TRAINER_YAML))  # 3. its recipe
+    (configs / "trainer" / "toy_lt.yaml").write_text(textwrap.dedent(TRAINER_YAML))  # 3. its own recipe (optional)
     monkeypatch.syspath_prepend(str(tmp_path / "src"))
     method = importlib.import_module("toy_plugins.l2_distiller").METHOD
     spec = importlib.import_module("toy_plugins.toy_data").SPEC

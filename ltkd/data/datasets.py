@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from pathlib import Path
 
 from ltkd.data import cifar, imagenet, tinyimagenet
 from ltkd.data.base import ImageSet, LongTailedData
 from ltkd.data.spec import DatasetSpec, ReadRequest
-from ltkd.errors import ConfigError
 
 __all__ = ["DATASETS", "DATASET_NAMES", "DatasetSpec", "ImageSet", "LongTailedData", "build_dataset"]
 
@@ -19,9 +16,9 @@ DATASET_NAMES = tuple(DATASETS)
 
 
 def dataset_spec(name: str) -> DatasetSpec:
-    """The spec of dataset `name`; ConfigError naming the datasets there are."""
+    """The spec of dataset `name`; ValueError naming the datasets there are."""
     if name not in DATASETS:
-        raise ConfigError(f"dataset.name: '{name}'; expected one of {', '.join(DATASETS)}")
+        raise ValueError(f"unknown dataset '{name}'; expected one of {', '.join(DATASETS)}")
     return DATASETS[name]
 
 
@@ -32,18 +29,13 @@ def build_dataset(name: str, root: str | Path, *, imbalance_factor: float, seed:
 
     The layout under `root` and whether it is downloaded are the dataset's reader's; `n_max` (images of the
     largest class) defaults to the spec's; `seed` picks the subset; split files only where the spec
-    supports them. ConfigError for bad arguments, DataError for bad data.
+    supports them. ValueError for bad arguments (the run config checks them up front), DataError for bad data.
     """
     spec = dataset_spec(name)
-    if not (isinstance(imbalance_factor, numbers.Real) and math.isfinite(imbalance_factor)
-            and imbalance_factor >= 1):
-        raise ConfigError(f"dataset.imbalance_factor: {imbalance_factor}; must be a finite number >= 1")
     n_max = spec.n_max if n_max is None else n_max
-    if n_max < 1:
-        raise ConfigError(f"dataset.n_max: {n_max}; must be >= 1 or null")
     if not spec.split_files and (split_file is not None or test_split_file is not None):
         given = split_file if split_file is not None else test_split_file
         supported = [s.name for s in DATASETS.values() if s.split_files]
-        raise ConfigError(f"dataset.split_file: {given}; split files are for {', '.join(supported)} only, use null")
+        raise ValueError(f"split_file: {given}; split files are for {', '.join(supported)} only, use null")
     return spec.read(ReadRequest(Path(root).expanduser(), imbalance_factor, seed, download, n_max, split_file,
                                  test_split_file))

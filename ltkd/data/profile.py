@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ltkd.errors import ConfigError, DataError
+from ltkd.errors import DataError
 
 
 def long_tailed_counts(n_max: int, num_classes: int, imbalance_factor: float) -> list[int]:
@@ -16,11 +16,11 @@ def long_tailed_counts(n_max: int, num_classes: int, imbalance_factor: float) ->
     Computed as LDAM-DRW does, n_max * (1/γ)^(c/(C-1)), so the counts are bit-identical to theirs.
     """
     if not (math.isfinite(imbalance_factor) and imbalance_factor >= 1):
-        raise ConfigError(f"imbalance_factor: {imbalance_factor}; must be a finite number >= 1")
+        raise ValueError(f"imbalance_factor: {imbalance_factor}; must be a finite number >= 1")
     if n_max < 1:
-        raise ConfigError(f"n_max: {n_max}; must be >= 1")
+        raise ValueError(f"n_max: {n_max}; must be >= 1")
     if num_classes < 2:
-        raise ConfigError(f"num_classes: {num_classes}; a long-tailed profile needs >= 2 classes")
+        raise ValueError(f"num_classes: {num_classes}; a long-tailed profile needs >= 2 classes")
     ratio = 1.0 / imbalance_factor
     return [int(n_max * ratio ** (c / (num_classes - 1.0))) for c in range(num_classes)]
 

@@ -14,7 +14,7 @@ from ltkd.data.datasets import dataset_spec
 
 def build_transforms(name: str, train: bool, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
     """The dataset's geometry (its spec's: random crop + flip for training, its test-time crop) followed by
-    ToTensor + Normalize(mean, std). ConfigError for an unknown dataset."""
+    ToTensor + Normalize(mean, std). ValueError for an unknown dataset."""
     spec = dataset_spec(name)
     return T.Compose([*spec.geometry(spec, train), T.ToTensor(), T.Normalize(tuple(mean), tuple(std))])
 

@@ -22,7 +22,6 @@ from ltkd.distillers.dkd import DKD
 from ltkd.distillers.kd import KD
 from ltkd.distillers.ltkd import LTKD
 from ltkd.distillers.reviewkd import ABF, ReviewKD
-from ltkd.errors import ConfigError
 from ltkd.losses import class_log_prior
 
 __all__ = ["ABF", "CE", "DKD", "KD", "LOSS_NAMES", "LTKD", "METHODS", "CrossEntropyTerm", "Distiller",
@@ -35,9 +34,9 @@ LOSS_NAMES = tuple(METHODS)
 
 
 def method(name: str) -> Method:
-    """The method `name`; ConfigError naming the methods there are."""
+    """The method `name`; ValueError naming the methods there are."""
     if name not in METHODS:
-        raise ConfigError(f"loss.name: {name!r}; allowed: {', '.join(METHODS)}")
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
     return METHODS[name]
 
 

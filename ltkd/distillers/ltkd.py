@@ -13,7 +13,6 @@ from ltkd.checks import check_fractions, require
 from ltkd.data import GROUP_NAMES
 from ltkd.distillers.base import CrossEntropyTerm, Distiller, DistillerInputs, Features, Method
 from ltkd.distillers.dkd import DKDConfig
-from ltkd.errors import ConfigError
 from ltkd.losses import ltkd_loss, rebalance_factors, teacher_group_mean
 
 Rebalance = Literal["batch", "ema", "none"]
@@ -56,7 +55,7 @@ class LTKD(Distiller):
                  stats_reducer: Callable[[Tensor], Tensor] | None = None) -> None:
         super().__init__(student, teacher, ce, warmup_epochs=warmup_epochs)
         if rebalance not in REBALANCE_MODES:
-            raise ConfigError(f"loss.rebalance: {rebalance!r}; allowed: {', '.join(REBALANCE_MODES)}")
+            raise ValueError(f"rebalance: {rebalance!r}; allowed: {', '.join(REBALANCE_MODES)}")
         self.alpha = alpha
         self.beta = beta
         self.temperature = temperature

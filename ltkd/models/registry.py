@@ -7,7 +7,6 @@ from collections.abc import Callable
 from fnmatch import fnmatchcase
 from typing import TypeVar
 
-from ltkd.errors import ConfigError
 from ltkd.models.base import FeatureNet
 
 Constructor = TypeVar("Constructor", bound=Callable[[int], FeatureNet])
@@ -44,7 +43,7 @@ def create_model(name: str, num_classes: int) -> FeatureNet:
     """A freshly initialised model `name` with a `num_classes`-way classifier."""
     name = model_name(name)
     if name not in _MODELS:
-        raise ConfigError(f"unknown model '{name}'; available: {', '.join(available_models())}")
+        raise ValueError(f"unknown model '{name}'; available: {', '.join(available_models())}")
     if num_classes < 1:
-        raise ConfigError(f"num_classes: {num_classes}; must be >= 1")
+        raise ValueError(f"num_classes: {num_classes}; must be >= 1")
     return _MODELS[name](num_classes)
