@@ -21,8 +21,8 @@ import torch
 from bench import make_context, report_stamp, timed, training_stage, write_report
 from torch import nn
 
+from ltkd.build import RunContext
 from ltkd.models import create_model
-from ltkd.pipeline import RunContext
 from ltkd.teacher_outputs import share_teacher_outputs
 
 STUDENTS = {"kd": ["loss=kd"], "dkd": ["loss=dkd"], "ltkd": ["loss=ltkd"],

@@ -26,8 +26,8 @@ from ltkd.checkpoint import atomic_write_bytes
 from ltkd.config import load_config
 from ltkd.distillers import METHODS
 from ltkd.errors import LTKDError
-from ltkd.pipeline import read_teacher_file
 from ltkd.results import find_metrics
+from ltkd.stages import read_teacher_file
 
 
 def _under(base: Path, path: str) -> Path:

@@ -14,10 +14,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from hydra import compose, initialize_config_dir
 
+from ltkd.build import student_distiller
 from ltkd.config import RunConfig, load_config
 from ltkd.distributed import DistInfo, mean_over_ranks
 from ltkd.losses import ltkd_loss, teacher_group_mean
-from ltkd.pipeline import student_distiller
 from ltkd.train import CONFIG_DIR
 from tests.conftest import toy_overrides
 from tests.test_distiller_wiring import biased_teacher, context

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from ltkd import pipeline
+from ltkd import pipeline, stages
 from ltkd.config import load_config
 from ltkd.engine import PREEMPTED_EXIT_CODE
 from ltkd.errors import CheckpointError
@@ -50,7 +50,7 @@ def test_given_teacher_checkpoint_skips_stage_1_and_reports_that_teacher(compose
     def no_training(*args, **kwargs):
         raise AssertionError("stage 1 ran although teacher.checkpoint was given")
 
-    monkeypatch.setattr(pipeline, "train_teacher", no_training)
+    monkeypatch.setattr(stages, "train_teacher", no_training)
     # a teacher cache entry, and a student.pt (resnet8 here, as the teacher): each reported as the teacher
     for given, expected in ((entry, first["teacher"]["final"]), (tmp_path / "first" / "student.pt",
                                                                    first["student"]["final"])):

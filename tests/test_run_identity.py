@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from ltkd import pipeline, reporting
+from ltkd import pipeline, reporting, run_outputs
 from ltkd.config import load_config
 from ltkd.errors import ConfigError, OutputError
 from tests.conftest import toy_overrides
@@ -88,7 +88,7 @@ def test_a_failed_plot_is_made_again_by_the_next_run(compose_toy, tmp_path: Path
     monkeypatch.undo()
     first = pipeline.run(cfg, run_dir)
     assert "run complete" not in capsys.readouterr().out
-    assert pipeline.outputs_problem(run_dir) is None
+    assert run_outputs.outputs_problem(run_dir) is None
     assert (run_dir / "per_class_accuracy.png").read_bytes().startswith(b"\x89PNG")
     assert first["student"]["final"] == json.loads((run_dir / "metrics.json").read_text())["student"]["final"]
 
@@ -108,6 +108,6 @@ def test_a_damaged_output_of_a_finished_run_is_repaired_with_the_same_results(da
     capsys.readouterr()
     after = pipeline.run(cfg, run_dir)
     assert problem in capsys.readouterr().out
-    assert pipeline.outputs_problem(run_dir) is None
+    assert run_outputs.outputs_problem(run_dir) is None
     for who in ("teacher", "student"):
         assert after[who]["final"] == before[who]["final"]
