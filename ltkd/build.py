@@ -83,7 +83,8 @@ class RunContext:
         """`models`' mean group masses on the unaugmented training set and the test set (ltkd.group_mass), at
         T = 1 and, for a method that has one (not CE, ReviewKD), at its distillation temperature."""
         loaders = {split: self.loader(False, "eval", split) for split in SPLITS}
-        temperatures = (1.0, *([self.cfg.loss.temperature] if hasattr(self.cfg.loss, "temperature") else []))
+        soft = self.cfg.loss.distillation_temperature
+        temperatures = (1.0, *([] if soft is None else [soft]))
         return measure(models, loaders, self.groups, temperatures, self.runtime.autocast,
                        functools.partial(all_reduce_sum, info=self.dist))
 

@@ -78,13 +78,15 @@ class EpochSums:
     stat_names: list[str] = field(default_factory=list)
     stat_terms: Tensor | None = None
 
-    def add(self, named: dict[str, Tensor], terms_attr: str, names_attr: str, terms: Tensor | None = None) -> None:
-        """Add this step's named scalars (`terms`: them already stacked) to `terms_attr`, detached, float32."""
-        values = (torch.stack([v.float() for v in named.values()]) if terms is None else terms).detach()
-        if getattr(self, terms_attr) is None:
-            setattr(self, names_attr, list(named))
-            setattr(self, terms_attr, torch.zeros_like(values))
-        getattr(self, terms_attr).add_(values)
+    def add_losses(self, names: list[str], terms: Tensor) -> None:
+        """Add this step's loss terms (`terms`: float32, stacked in the order of `names`)."""
+        self.names = self.names or list(names)
+        self.loss_terms = _accumulated(self.loss_terms, terms)
+
+    def add_statistics(self, statistics: dict[str, Tensor]) -> None:
+        """Add this step's step statistics (the distiller's `step_statistics()`)."""
+        self.stat_names = self.stat_names or list(statistics)
+        self.stat_terms = _accumulated(self.stat_terms, torch.stack([v.float() for v in statistics.values()]))
 
     @classmethod
     def zeros(cls, device: torch.device) -> EpochSums:
@@ -95,6 +97,11 @@ class EpochSums:
     @classmethod
     def from_dict(cls, state: dict[str, Any], device: torch.device) -> EpochSums:
         return cls(**{k: v.to(device) if isinstance(v, Tensor) else v for k, v in state.items()})
+
+
+def _accumulated(total: Tensor | None, values: Tensor) -> Tensor:
+    """`total` + `values` (detached), in place; a new running total when `total` is None."""
+    return values.detach().clone() if total is None else total.add_(values.detach())
 
 
 @dataclass
@@ -309,10 +316,10 @@ class Stage:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            sums.add(losses, "loss_terms", "names", terms=terms)
+            sums.add_losses(list(losses), terms)
             statistics = self.module.step_statistics()
             if statistics:
-                sums.add(statistics, "stat_terms", "stat_names")
+                sums.add_statistics(statistics)
             sums.correct += (logits.detach().argmax(dim=1) == labels).sum()
             sums.seen += labels.numel()
             sums.steps += 1

@@ -65,6 +65,15 @@ def test_group_mass_is_the_mean_summed_softmax_of_each_groups_classes():
     assert result["class_share"] == pytest.approx({"head": 40.0, "medium": 20.0, "tail": 40.0})
 
 
+@pytest.mark.parametrize(("loss", "temperature"), [("ce", None), ("kd", 3.0), ("dkd", 3.0), ("reviewkd", None),
+                                                 ("ltkd", 3.0)])
+def test_group_masses_are_also_measured_at_the_methods_own_temperature(tmp_path: Path, loss: str, temperature):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = load_config(compose("train", overrides=[f"data.root={tmp_path}", f"loss={loss}",
+                                                      "loss.temperature=3" if temperature else "logger=none"]))
+    assert cfg.loss.distillation_temperature == temperature
+
+
 @pytest.fixture(scope="module")
 def ltkd_run(tmp_path_factory, fake_cifar_root: Path, shared_teacher_cache: Path) -> tuple[Path, dict, str]:
     """One toy LTKD run (EMA rebalancing): its directory, metrics and console output."""

@@ -119,6 +119,12 @@ class LossConfig:
     warmup_epochs: int  # the distillation term ramps up as min(epoch / warmup_epochs, 1)
     logit_adjust_tau: float  # logit-adjusted CE (Menon et al. 2021); 0 = plain CE
 
+    @property
+    def distillation_temperature(self) -> float | None:
+        """The temperature the method softens logits at (None: it has none); group masses are measured at
+        T = 1 and at this one."""
+        return None
+
     def check(self, num_classes: int) -> None:
         check_non_negative("loss", self, "ce_weight", "logit_adjust_tau", "warmup_epochs")
 

@@ -16,6 +16,10 @@ class KDConfig(LossConfig):
     temperature: float
     alpha: float  # weight of T²·KL(p_T || p_S)
 
+    @property
+    def distillation_temperature(self) -> float | None:
+        return self.temperature
+
     def check(self, num_classes: int) -> None:
         super().check(num_classes)
         check_positive("loss.temperature", self.temperature)
