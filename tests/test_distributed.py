@@ -164,6 +164,7 @@ def test_slurm_launcher_config_composes(tmp_path: Path):
     assert launcher.additional_parameters.requeue is True
 
 
+@pytest.mark.slow
 def test_sweep_runs_through_submitits_local_executor(fake_cifar_root: Path, tmp_path: Path):
     sweep = tmp_path / "sweep"
     args = ["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",

@@ -63,7 +63,9 @@ KILL_POINTS = {
 }
 
 
-@pytest.mark.parametrize("point", list(KILL_POINTS))
+# the student stage in the fast suite; the teacher stage and between the stages in `make test-all`
+@pytest.mark.parametrize("point", [pytest.param(p, marks=[] if p == "student" else pytest.mark.slow)
+                                   for p in KILL_POINTS])
 def test_sigkill_then_resume_matches_an_uninterrupted_run(point: str, uninterrupted: dict, fake_cifar_root: Path,
                                                           tmp_path: Path):
     cache, run = tmp_path / "cache", tmp_path / "run"

@@ -23,7 +23,9 @@ CHANGES = {  # first run's overrides, second run's overrides, a field that diffe
 }
 
 
-@pytest.mark.parametrize("change", list(CHANGES))
+# one case in the fast suite, the others (same code path, other fields) in `make test-all`
+@pytest.mark.parametrize("change", [pytest.param(c, marks=[] if c == "override" else pytest.mark.slow)
+                                    for c in CHANGES])
 def test_another_configs_run_directory_is_refused_when_complete_and_on_resume(change: str, compose_toy,
                                                                               tmp_path: Path):
     first, second, differing = CHANGES[change]
