@@ -246,11 +246,15 @@ def plot_table(cells: list[Cell], path: Path, title: str) -> None:
 
 def table_figure(cells: list[Cell], title: str):
     """Tail and overall accuracy per method, grouped by γ, each bar labelled with its value; one row of
-    panels per pair."""
+    panels per pair; one legend below the panels (a method has the same colour in every panel)."""
     plt = pyplot()
 
     pairs = sorted({(c.dataset, c.teacher, c.student) for c in cells})
-    fig, axes = plt.subplots(len(pairs), 2, figsize=(11, 3.2 * len(pairs)), squeeze=False)
+    colours = {method: f"C{i % 10}" for i, method in enumerate(dict.fromkeys(c.label for c in cells))}
+    ncol = min(len(colours), 3)
+    legend_rows = math.ceil(len(colours) / ncol)
+    legend_height = 0.1 + 0.22 * legend_rows  # inches
+    fig, axes = plt.subplots(len(pairs), 2, figsize=(11, 3.2 * len(pairs) + legend_height), squeeze=False)
     for row, pair in enumerate(pairs):
         mine = [c for c in cells if (c.dataset, c.teacher, c.student) == pair]
         gammas = sorted({c.imbalance_factor for c in mine}, reverse=True)
@@ -263,14 +267,16 @@ def table_figure(cells: list[Cell], title: str):
                 heights = [next((c.mean(metric) for c in mine if c.label == method and c.imbalance_factor == g),
                                 None) for g in gammas]
                 shown = [math.nan if h is None else h for h in heights]  # a missing cell: no bar, no label
-                bars = ax.bar([x + i * width for x in range(len(gammas))], shown, width, label=method)
+                bars = ax.bar([x + i * width for x in range(len(gammas))], shown, width, label=method,
+                              color=colours[method])
                 ax.bar_label(bars, labels=["" if h is None else f"{h:.1f}" for h in heights], fontsize=7)
                 top = max([top, *(h for h in heights if h is not None)])
             ax.set_xticks([x + 0.4 - width / 2 for x in range(len(gammas))], [f"γ={g:g}" for g in gammas])
             ax.set_ylim(0, max(top, 1.0) * 1.15)  # accuracy axis from 0, also when every value is 0
             ax.set_ylabel(f"{metric} accuracy (%)")
             ax.set_title(f"{pair[1]} → {pair[2]}: {metric}")
-        axes[row][0].legend(fontsize=8)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colour) for colour in colours.values()]
+    fig.legend(handles, list(colours), loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, legend_height / fig.get_figheight(), 1, 1))
     return fig

@@ -61,3 +61,22 @@ def test_table_figure_draws_no_bar_for_a_missing_cell(tail: float):
     heights = [p.get_height() for p in fig.axes[0].patches]
     assert sorted(h for h in heights if h == h) == [tail, tail]  # two real bars, the missing ones NaN
     plt.close(fig)
+
+
+def test_table_figure_legend_covers_no_bar_and_a_method_keeps_its_colour_in_every_panel():
+    methods = ["teacher", "kd", "ltkd (rebalance=batch, reweight=False)", "ltkd (rebalance=none, reweight=True)"]
+    cells = [_cell(m, 100, 3.0 + i, 20.0 + i) for i, m in enumerate(methods)]
+    other = Cell("cifar100_lt", 100, "resnet32", "resnet8", "kd")  # a second pair, kd only
+    other.values["tail"].append(1.0)
+    other.values["overall"].append(10.0)
+    fig = table_figure([*cells, other], "t")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    [legend] = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == methods
+    box = legend.get_window_extent(renderer)
+    bars = [p for ax in fig.axes for p in ax.patches if p.get_height() == p.get_height()]
+    assert bars and not any(box.overlaps(p.get_window_extent(renderer)) for p in bars)
+    kd = [bar for ax in fig.axes for bars in ax.containers if bars.get_label() == "kd" for bar in bars]
+    assert len(kd) == 4 and len({bar.get_facecolor() for bar in kd}) == 1  # 2 pairs x tail, overall
+    plt.close(fig)
