@@ -217,9 +217,13 @@ ACCURACY_SHOWN = ("imbalance_factor", "teacher", "student", "method", "seeds", "
                   "paper_tail", "diff_tail", "paper_overall", "diff_overall", "wall_time_min")
 
 
+NOTES_HEADING = "## Reading"  # a person's reading of a table, below it in the .md: kept when it is made again
+
+
 def write_table(rows: list[dict[str, str]], out_base: Path, header: str,
                 shown: Sequence[str] = ACCURACY_SHOWN) -> None:
-    """`<out_base>.csv` (every field) and `<out_base>.md` (the `shown` ones)."""
+    """`<out_base>.csv` (every field) and `<out_base>.md` (the `shown` ones, then the existing .md's section
+    from its first `NOTES_HEADING` line on, if any)."""
     out_base.parent.mkdir(parents=True, exist_ok=True)
     fields = list(rows[0]) if rows else []
     with open(out_base.with_suffix(".csv"), "w", newline="") as f:
@@ -231,7 +235,16 @@ def write_table(rows: list[dict[str, str]], out_base: Path, header: str,
     md.append("|" + "---|" * len(shown))
     for row in rows:
         md.append("| " + " | ".join(row[k] for k in shown) + " |")
-    out_base.with_suffix(".md").write_text("\n".join(md) + "\n")
+    md_path = out_base.with_suffix(".md")
+    notes = _notes(md_path.read_text()) if md_path.exists() else ""
+    md_path.write_text("\n".join(md) + "\n" + (f"\n{notes}" if notes else ""))
+
+
+def _notes(markdown: str) -> str:
+    """The section of `markdown` from its first `NOTES_HEADING` line to the end ("" when there is none)."""
+    lines = markdown.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.startswith(NOTES_HEADING)), None)
+    return "" if start is None else "".join(lines[start:])
 
 
 def plot_table(cells: list[Cell], path: Path, title: str) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ltkd.results import collect, find_metrics, is_reduced, load_published, to_rows
+from ltkd.results import collect, find_metrics, is_reduced, load_published, to_rows, write_table
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "make_table.py"
 
@@ -80,6 +80,17 @@ def test_script_writes_md_csv_png_and_flags_reduced_scale(tmp_path: Path):
     assert (out / "t.png").stat().st_size > 1000
     assert "wrote" in proc.stdout
 
+
+def test_a_reading_below_the_table_is_kept_when_the_table_is_made_again(tmp_path: Path):
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    write_run(runs, "kd", 0, 40.0, 10.0)
+    write_table(to_rows(collect(find_metrics(runs)), {}), out / "t", "# t")
+    reading = "## Reading\n\nLTKD is ahead (a person's words).\n"
+    (out / "t.md").write_text((out / "t.md").read_text() + "\n" + reading)
+    write_run(runs, "ltkd", 0, 50.0, 25.0)
+    write_table(to_rows(collect(find_metrics(runs)), {}), out / "t", "# t")
+    md = (out / "t.md").read_text()
+    assert md.count("| ltkd |") == 1 and md.endswith(reading) and md.count("## Reading") == 1
 
 def test_mixed_scales_are_refused(tmp_path: Path):
     import subprocess
