@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from ltkd.checks import check_fractions, require
 from ltkd.data.datasets import DATASETS
@@ -149,6 +150,8 @@ def load_config(cfg: DictConfig | dict[str, Any]) -> RunConfig:
         try:
             job_keys = [key for key in cfg if key != "hydra"]
             raw = OmegaConf.to_container(OmegaConf.masked_copy(cfg, job_keys), resolve=True, throw_on_missing=True)
+        except MissingMandatoryValue as exc:  # a `???` left in the config
+            raise ConfigError(f"{exc.full_key}: no value given (???); set it, e.g. {exc.full_key}=...") from None
         except Exception as exc:  # omegaconf reports the key in its message's first line
             raise ConfigError(f"config: {first_line(exc)}") from None
     else:

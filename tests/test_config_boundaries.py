@@ -11,7 +11,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from ltkd.config import MAX_SEED, RunConfig, load_config
+from ltkd.config import MAX_SEED, RunConfig, load_config, scaled_milestones, unknown_key_message
 from ltkd.errors import ConfigError
 from ltkd.models import available_models
 from ltkd.train import CONFIG_DIR
@@ -103,6 +103,9 @@ REFUSED = [
     ("teacher.lr=0", "teacher.lr: 0.0; must be > 0 or null"),
     ("student.lr=0", "student.lr: 0.0; must be > 0 or null"),
     ("logger=wandb logger.project=''", "logger.project: empty; give a W&B project name"),
+    ("dataset.split_file=x.txt", "dataset.split_file: x.txt; split files are for imagenet_lt only, use null"),
+    ("dataset.test_split_file=y.txt",
+     "dataset.test_split_file: y.txt; split files are for imagenet_lt only, use null"),
 ]
 
 
@@ -117,3 +120,84 @@ def test_an_unknown_model_lists_every_registered_one(tmp_path: Path):
     with pytest.raises(ConfigError) as info:
         _load(tmp_path, "student.arch=resnet9000")
     assert str(info.value) == f"student.arch: unknown model 'resnet9000'; available: {', '.join(available_models())}"
+
+
+def test_split_files_load_for_the_dataset_that_reads_them(tmp_path: Path):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        raw = compose("train", overrides=["dataset=imagenet_lt", "pair=resnet34_resnet18", "logger=none",
+                                          f"data.root={tmp_path}", "dataset.split_file=a.txt",
+                                          "dataset.test_split_file=b.txt"])
+    cfg = load_config(raw)
+    assert (cfg.dataset.split_file, cfg.dataset.test_split_file) == ("a.txt", "b.txt")
+
+
+@pytest.mark.parametrize(("alpha", "error"), [(0.0, None), (-0.1, "loss.alpha: -0.1; must be >= 0")])
+def test_reviewkd_checks_its_own_weight(alpha: float, error: str | None, tmp_path: Path):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        raw = compose("train", overrides=["loss=reviewkd", "logger=none", f"data.root={tmp_path}",
+                                          f"loss.alpha={alpha}"])
+    if error is None:
+        assert load_config(raw).loss.alpha == alpha
+    else:
+        with pytest.raises(ConfigError) as info:
+            load_config(raw)
+        assert str(info.value).startswith(error)
+
+
+def test_a_milestone_scaled_below_the_first_epoch_stays_at_epoch_1():
+    assert scaled_milestones((1, 150), 240, 30) == [1, 19]
+
+
+# --- the typed construction: each refusal names the key (plain dicts reach `load_config` as well) ----------
+
+def _plain(tmp_path: Path) -> dict:
+    raw = OmegaConf.to_container(_composed("none"), resolve=True)
+    raw["data"]["root"] = str(tmp_path)
+    return raw
+
+
+@pytest.mark.parametrize(("section", "key", "value", "message"), [
+    ("trainer", None, 5, "trainer: expected a mapping, got 5"),
+    ("trainer", "epochs", None, "trainer.epochs: expected an integer, got None"),
+    ("trainer", "lr_milestones", 5, "trainer.lr_milestones: expected a list, got 5"),
+    ("trainer", "lr_milestones", [150, "x", 210], "trainer.lr_milestones[1]: expected an integer, got 'x'"),
+    (None, "resume", "maybe", "resume: expected true or false, got 'maybe'"),
+    ("data", "root", 5, "data.root: expected a string, got 5"),
+])
+def test_a_value_of_the_wrong_type_names_its_key(section, key, value, message: str, tmp_path: Path):
+    raw = _plain(tmp_path)
+    if key is None:
+        raw[section] = value
+    else:
+        (raw if section is None else raw[section])[key] = value
+    with pytest.raises(ConfigError) as info:
+        load_config(raw)
+    assert str(info.value) == message
+
+
+def test_a_missing_required_key_is_named_and_a_missing_optional_one_takes_its_default(tmp_path: Path):
+    raw = _plain(tmp_path)
+    del raw["loss"]["alpha"]
+    with pytest.raises(ConfigError) as info:
+        load_config(raw)
+    assert str(info.value) == "loss.alpha: missing required value"
+    raw = _plain(tmp_path)
+    del raw["dataset"]["seed"]  # optional (default 0); the keys after it are still read
+    raw["dataset"]["n_max"] = 7
+    cfg = load_config(raw)
+    assert (cfg.dataset.seed, cfg.dataset.n_max) == (0, 7)
+
+
+def test_a_plain_dict_may_carry_hydra_s_section_and_a_missing_value_is_refused(tmp_path: Path):
+    raw = _plain(tmp_path)
+    raw["hydra"] = {"run": {"dir": "x"}}
+    assert load_config(raw).data.root == str(tmp_path)
+    composed = _composed("none").copy()
+    OmegaConf.update(composed, "data.root", "???")
+    with pytest.raises(ConfigError) as info:
+        load_config(composed)
+    assert str(info.value) == "data.root: no value given (???); set it, e.g. data.root=..."
+
+
+def test_an_unknown_key_below_a_value_that_is_not_a_section():
+    assert unknown_key_message("trainer.lr_milestones.x") == "trainer.lr_milestones.x: unknown config key"

@@ -19,8 +19,11 @@ from ltkd.distillers import (
     DKD,
     KD,
     LTKD,
+    METHODS,
     CrossEntropyTerm,
     Distiller,
+    LossConfig,
+    Method,
     ReviewKD,
     build_distiller,
     warmup_factor,
@@ -109,6 +112,21 @@ def test_build_dispatch_and_unknown_name() -> None:
     dkd = build_distiller(dict_cfg, TinyNet(), TinyNet(), class_to_group=GROUPS, train_counts=COUNTS,
                           input_size=SIZE)
     assert isinstance(dkd, DKD) and (dkd.alpha, dkd.beta) == (2.0, 0.5)
+
+
+def test_the_builder_gives_a_teacher_only_to_methods_that_use_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match=r"^build_distiller: loss 'kd' needs a teacher$"):
+        build_distiller(_cfg("kd"), TinyNet(), None, class_to_group=GROUPS, train_counts=COUNTS, input_size=SIZE)
+    given = []
+
+    def build(cfg, student, teacher, ce, inputs) -> Distiller:
+        given.append(teacher)
+        return CE(student, ce)
+
+    monkeypatch.setitem(METHODS, "probe", Method("probe", LossConfig, build, uses_teacher=False))
+    build_distiller(_cfg("probe"), TinyNet(), TinyNet(), class_to_group=GROUPS, train_counts=COUNTS,
+                    input_size=SIZE)
+    assert given == [None]
 
 
 def test_teacher_frozen_and_excluded() -> None:
@@ -321,3 +339,25 @@ def test_a_student_state_that_does_not_fit_names_the_distiller_and_the_keys() ->
     missing = next(iter(state))
     with pytest.raises(RuntimeError, match=rf"student state of LTKD: missing keys \['{re.escape(missing)}'\]"):
         distiller.load_student_state_dict({k: v for k, v in state.items() if k != missing})
+
+
+@pytest.mark.parametrize("rebalance", ["batch", "ema", "none"])
+def test_ltkd_step_statistics_are_the_batch_mass_and_the_applied_factors(rebalance: str):
+    distiller = _build("ltkd", rebalance=rebalance, ema_momentum=0.5).train()
+    means = []
+    for seed in (1, 2):
+        images, target = _batch(seed)
+        with torch.no_grad():
+            means.append(teacher_group_mean(distiller.teacher(images)[0], GROUPS, 4.0))
+        distiller(images, target, 1)
+    stats = distiller.step_statistics()
+    mass = torch.tensor([stats[f"ltkd/teacher_mass_{g}"] for g in ("head", "medium", "tail")])
+    factors = torch.tensor([stats[f"ltkd/rebalance_factor_{g}"] for g in ("head", "medium", "tail")])
+    torch.testing.assert_close(mass, 100 * means[1])
+    applied = {"batch": means[1], "ema": 0.5 * means[0] + 0.5 * means[1], "none": None}[rebalance]
+    expected = torch.ones(3) if applied is None else (1 / 3) / applied
+    torch.testing.assert_close(factors, expected)
+    recorded = {k: float(v) for k, v in stats.items()}
+    distiller.eval()
+    distiller(*_batch(3), 1)  # evaluation steps are not training statistics
+    assert {k: float(v) for k, v in distiller.step_statistics().items()} == recorded
