@@ -106,7 +106,7 @@ def test_build_dispatch_and_unknown_name() -> None:
         assert type(_build(name)) is cls
     with pytest.raises(ValueError, match=r"unknown method 'fitnet'; available: ce, kd"):
         _build("fitnet")
-    with pytest.raises(ValueError, match=r"rebalance: 'global'; allowed"):
+    with pytest.raises(ValueError, match=r"^rebalance: 'global'; allowed: batch, ema, none$"):
         _build("ltkd", rebalance="global")
     dict_cfg = OmegaConf.create(vars(_cfg("dkd", alpha=2.0, beta=0.5)))
     dkd = build_distiller(dict_cfg, TinyNet(), TinyNet(), class_to_group=GROUPS, train_counts=COUNTS,
@@ -361,3 +361,14 @@ def test_ltkd_step_statistics_are_the_batch_mass_and_the_applied_factors(rebalan
     distiller.eval()
     distiller(*_batch(3), 1)  # evaluation steps are not training statistics
     assert {k: float(v) for k, v in distiller.step_statistics().items()} == recorded
+
+
+def test_ltkd_step_statistics_name_groups_g1_g2_when_there_are_not_three() -> None:
+    two_groups = torch.tensor([0, 0, 0, 1, 1, 1])
+    distiller = build_distiller(_cfg("ltkd"), TinyNet(), TinyNet(widths=(6, 8, 12)), class_to_group=two_groups,
+                                train_counts=COUNTS, input_size=SIZE).train()
+    distiller(*_batch(1), 1)
+    stats = distiller.step_statistics()
+    assert sorted(stats) == ["ltkd/rebalance_factor_g1", "ltkd/rebalance_factor_g2", "ltkd/teacher_mass_g1",
+                             "ltkd/teacher_mass_g2"]
+    assert abs(float(stats["ltkd/teacher_mass_g1"] + stats["ltkd/teacher_mass_g2"]) - 100.0) < 1e-3

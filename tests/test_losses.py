@@ -19,6 +19,7 @@ from ltkd.losses import (
     kl_decomposition,
     logit_adjusted_ce,
     ltkd_loss,
+    rebalance_factors,
     teacher_group_mean,
 )
 
@@ -347,3 +348,9 @@ def test_hcl_refuses_unpaired_feature_lists() -> None:
     feats = [torch.ones(2, 3, 4, 4), torch.ones(2, 3, 2, 2)]
     with pytest.raises(ValueError, match="zip"):
         hcl_loss(feats, feats[:1])
+
+
+def test_rebalance_factors_scale_each_group_to_1_over_k_and_leave_a_group_without_mass_unscaled():
+    factors = rebalance_factors(torch.tensor([0.75, 0.25, 0.0]))
+    torch.testing.assert_close(factors, torch.tensor([(1 / 3) / 0.75, (1 / 3) / 0.25, 1 / 3]))
+    torch.testing.assert_close(rebalance_factors(torch.full((4,), 0.25)), torch.ones(4))
