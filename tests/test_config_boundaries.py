@@ -201,3 +201,12 @@ def test_a_plain_dict_may_carry_hydra_s_section_and_a_missing_value_is_refused(t
 
 def test_an_unknown_key_below_a_value_that_is_not_a_section():
     assert unknown_key_message("trainer.lr_milestones.x") == "trainer.lr_milestones.x: unknown config key"
+
+
+def test_an_unresolvable_interpolation_is_one_line_naming_it():
+    composed = _composed("none").copy()
+    OmegaConf.update(composed, "data.root", "${nowhere.at_all}")
+    with pytest.raises(ConfigError) as info:
+        load_config(composed)
+    message = str(info.value)
+    assert message.startswith("config: ") and "nowhere.at_all" in message and "\n" not in message
