@@ -200,7 +200,7 @@ def test_a_plain_dict_may_carry_hydra_s_section_and_a_missing_value_is_refused(t
 
 
 def test_an_unknown_key_below_a_value_that_is_not_a_section():
-    assert unknown_key_message("trainer.lr_milestones.x") == "trainer.lr_milestones.x: unknown config key"
+    assert unknown_key_message("trainer.lr_milestones.x.y") == "trainer.lr_milestones.x.y: unknown config key"
 
 
 def test_an_unresolvable_interpolation_is_one_line_naming_it():
