@@ -44,7 +44,8 @@ class LTKD(Distiller):
     mode only), "none" not at all. `stats_reducer` maps the batch mean before use, e.g. a mean over DDP ranks
     (None: the local batch). `reweight`: within-group KLs weighted 1/K instead of by the teacher's group mass.
     `step_statistics()`: the last training step's batch mean of the teacher's group mass (%, at T, after
-    `stats_reducer`) and the rebalancing factors applied (`rebalance_factors`; 1 with rebalance "none").
+    `stats_reducer` when rebalancing) and the rebalancing factors applied (`rebalance_factors`; 1 with
+    rebalance "none").
     """
 
     teacher_logits_only = True
@@ -78,11 +79,12 @@ class LTKD(Distiller):
         """The (K,) group statistics the teacher is rebalanced with; None when not rebalancing."""
         stats = teacher_group_mean(logits_t, self.class_to_group, self.temperature,
                                    num_groups=self.num_groups)
+        if self.rebalance == "none":  # only recorded: the epoch's all-reduce averages it over ranks
+            self._record(self.step_teacher_mass, stats)
+            return None
         if self.stats_reducer is not None:
             stats = self.stats_reducer(stats)
         self._record(self.step_teacher_mass, stats)
-        if self.rebalance == "none":
-            return None
         if self.rebalance == "ema":
             stats = self._update_ema(stats)
         self._record(self.step_rebalance_factor, rebalance_factors(stats))
