@@ -31,7 +31,7 @@ def one_line(stderr: str) -> str:
 
 @pytest.mark.parametrize(("override", "message"), [
     ("pair=foo", "error: pair: unknown option 'foo'; available: resnet32_resnet8, "),
-    ("loss=foo", "error: loss: unknown option 'foo'; available: base, ce, dkd, "),
+    ("loss=foo", "error: loss: unknown option 'foo'; available: base, bkd, ce, dkd, "),
     ("dataset=foo", "error: dataset: unknown option 'foo'; available: cifar100_lt, imagenet_lt, tinyimagenet_lt"),
     ("loss.alpah=2", "error: loss.alpah: unknown config key for loss=kd; its keys: alpha, ce_weight, "),
     ("loss.rebalance=ema", "error: loss.rebalance: unknown config key for loss=kd; its keys: alpha, ce_weight, "),

@@ -52,6 +52,9 @@ def test_defaults_compose_to_the_paper_recipe(tmp_path: Path):
     (["experiment=table_imagenet_lt", "loss=ltkd"], dict(alpha=1.0, beta=8.0, temperature=1.0, warmup_epochs=1)),
     (["experiment=table_imagenet_lt", "loss=reviewkd"], dict(alpha=5.0, warmup_epochs=1, preact=True)),
     (["loss=ltkd", "loss.rebalance=none", "loss.reweight=false"], dict(rebalance="none", reweight=False)),
+    # BKD: its code's T, α and β_cb; DRW's deferral (160 of 200 epochs) scaled to 192 of 240, 16 of 20 at CPU scale
+    (["loss=bkd"], dict(ce_weight=1.0, alpha=1.0, temperature=2.0, beta_cb=0.9999, defer_epoch=192, warmup_epochs=0)),
+    (["experiment=cpu_scale_cifar100_lt_g100", "loss=bkd"], dict(defer_epoch=16, beta_cb=0.9999, temperature=2.0)),
 ])
 def test_loss_presets(overrides, expected, tmp_path: Path):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -126,6 +129,23 @@ def test_bad_values_name_field_value_and_allowed(override: str, message: str, tm
     assert text.startswith(message)
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("loss.beta_cb=1", "loss.beta_cb: 1; must be in [0, 1)"),
+    ("loss.beta_cb=-0.1", "loss.beta_cb: -0.1; must be in [0, 1)"),
+    ("loss.defer_epoch=-1", "loss.defer_epoch: -1; must be >= 0"),
+    ("loss.temperature=0", "loss.temperature: 0; must be > 0"),
+    ("loss.defer_epoch=1.5", "loss.defer_epoch: expected an integer, got 1.5"),
+])
+def test_bkd_checks_its_own_keys(override: str, message: str, tmp_path: Path):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        raw = compose("train", overrides=[f"data.root={tmp_path}", "loss=bkd", override])
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        load_config(raw)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):  # the boundaries load
+        for ok in ("loss.beta_cb=0", "loss.beta_cb=0.999999", "loss.defer_epoch=0"):
+            load_config(compose("train", overrides=[f"data.root={tmp_path}", "loss=bkd", ok]))
+
+
 def test_unknown_dataset_and_loss_names_are_listed(tmp_path: Path):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         raw = compose("train", overrides=[f"data.root={tmp_path}"])
@@ -135,7 +155,7 @@ def test_unknown_dataset_and_loss_names_are_listed(tmp_path: Path):
         load_config(raw)
     raw.dataset.name = "cifar100_lt"
     raw.loss.name = "fitnet"
-    allowed = "loss.name: 'fitnet' is not allowed; allowed: ce, kd, dkd, reviewkd, ltkd"
+    allowed = "loss.name: 'fitnet' is not allowed; allowed: ce, kd, dkd, reviewkd, bkd, ltkd"
     with pytest.raises(ConfigError, match=re.escape(allowed)):
         load_config(raw)
 

@@ -27,6 +27,7 @@ from tests.conftest import CUDA_ONLY
 pytestmark = CUDA_ONLY
 
 LOSSES = {"ce": ["loss=ce"], "kd": ["loss=kd"], "dkd": ["loss=dkd"], "reviewkd": ["loss=reviewkd"],
+          "bkd": ["loss=bkd", "loss.defer_epoch=0"],  # class-balanced from the first step
           "ltkd-batch": ["loss=ltkd", "loss.rebalance=batch"], "ltkd-ema": ["loss=ltkd", "loss.rebalance=ema"]}
 
 

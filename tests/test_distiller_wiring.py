@@ -19,6 +19,8 @@ from ltkd.config import RunConfig, load_config
 from ltkd.distillers import Distiller
 from ltkd.distributed import DistInfo, mean_over_ranks
 from ltkd.losses import (
+    bkd_loss,
+    class_balanced_weights,
     class_log_prior,
     dkd_loss,
     hcl_loss,
@@ -96,6 +98,24 @@ def test_kd_follows_alpha_temperature_and_ce_weight(overrides, alpha, temperatur
     torch.testing.assert_close(losses["loss_ce"], ce_weight * logit_adjusted_ce(logits_s, target, None, 0.0))
     assert differs(expected, kd_loss(logits_s, logits_t, temperature))  # dropping α would show
     assert differs(expected, alpha * kd_loss(logits_s, logits_t, 1.0))  # and so would T = 1
+
+
+# --- BKD -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("defer_epoch", "epoch", "weighted"), [(3, 1, False), (3, 3, False), (3, 4, True),
+                                                               (0, 1, True)])
+def test_bkd_is_plain_kd_until_its_deferral_epoch_then_class_balanced(defer_epoch: int, epoch: int, weighted: bool,
+                                                                       compose_toy, tmp_path: Path):
+    cfg, distiller = build(compose_toy, tmp_path, "loss=bkd", "loss.alpha=0.7", "loss.temperature=3",
+                           "loss.beta_cb=0.999", f"loss.defer_epoch={defer_epoch}")
+    losses, (logits_s, _, logits_t, _, target) = losses_at(distiller, epoch)
+    counts = context(cfg, tmp_path).data.train_counts  # the toy data's, through DistillerInputs
+    weights = class_balanced_weights(counts, 0.999)
+    balanced, plain = 0.7 * bkd_loss(logits_s, logits_t, weights, 3.0), 0.7 * kd_loss(logits_s, logits_t, 3.0)
+    torch.testing.assert_close(losses["loss_kd"], balanced if weighted else plain)
+    torch.testing.assert_close(losses["loss_ce"], logit_adjusted_ce(logits_s, target, None, 0.0))  # instance-balanced
+    assert differs(balanced, plain)  # the weights change the term
+    assert differs(balanced, 0.7 * bkd_loss(logits_s, logits_t, class_balanced_weights(counts, 0.9999), 3.0))
 
 
 # --- DKD -----------------------------------------------------------------------------------------
@@ -216,7 +236,7 @@ def test_reviewkd_follows_alpha_and_preact(overrides, alpha: float, student_key:
 
 # --- the CE term of every method -----------------------------------------------------------------
 
-@pytest.mark.parametrize("loss", ["ce", "kd", "dkd", "reviewkd", "ltkd"])
+@pytest.mark.parametrize("loss", ["ce", "kd", "dkd", "reviewkd", "bkd", "ltkd"])
 def test_ce_term_follows_weight_and_logit_adjustment(loss: str, compose_toy, tmp_path: Path):
     cfg, distiller = build(compose_toy, tmp_path, f"loss={loss}", "loss.ce_weight=0.4", "loss.logit_adjust_tau=1.5")
     images, target = batch()

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from ltkd.distillers import (
+    BKD,
     CE,
     DKD,
     KD,
@@ -66,7 +67,7 @@ class TinyNet(nn.Module):
 def _cfg(name: str, **overrides: Any) -> SimpleNamespace:
     fields = dict(name=name, temperature=4.0, ce_weight=1.0, alpha=1.0, beta=8.0, warmup_epochs=0,
                   rebalance="batch", ema_momentum=0.9, reweight=True, logit_adjust_tau=0.0, preact=False,
-                  global_stats=True)
+                  global_stats=True, beta_cb=0.9999, defer_epoch=0)
     return SimpleNamespace(**(fields | overrides))
 
 
@@ -84,7 +85,7 @@ def _batch(seed: int = 0) -> tuple[Tensor, Tensor]:
     return torch.randn(4, 3, SIZE, SIZE, generator=gen), torch.tensor([0, 2, 4, 5])
 
 
-@pytest.mark.parametrize("name", ["ce", "kd", "dkd", "reviewkd", "ltkd"])
+@pytest.mark.parametrize("name", ["ce", "kd", "dkd", "reviewkd", "bkd", "ltkd"])
 def test_forward_losses_and_gradients(name: str) -> None:
     distiller = _build(name).train()
     images, target = _batch()
@@ -101,7 +102,7 @@ def test_forward_losses_and_gradients(name: str) -> None:
 
 
 def test_build_dispatch_and_unknown_name() -> None:
-    kinds = {"ce": CE, "kd": KD, "dkd": DKD, "reviewkd": ReviewKD, "ltkd": LTKD}
+    kinds = {"ce": CE, "kd": KD, "dkd": DKD, "reviewkd": ReviewKD, "bkd": BKD, "ltkd": LTKD}
     for name, cls in kinds.items():
         assert type(_build(name)) is cls
     with pytest.raises(ValueError, match=r"unknown method 'fitnet'; available: ce, kd"):
@@ -120,13 +121,13 @@ def test_the_builder_gives_a_teacher_only_to_methods_that_use_one(monkeypatch: p
     given = []
 
     def build(cfg, student, teacher, ce, inputs) -> Distiller:
-        given.append(teacher)
+        given.append((teacher, inputs.train_counts, inputs.num_classes, inputs.input_size))
         return CE(student, ce)
 
     monkeypatch.setitem(METHODS, "probe", Method("probe", LossConfig, build, uses_teacher=False))
     build_distiller(_cfg("probe"), TinyNet(), TinyNet(), class_to_group=GROUPS, train_counts=COUNTS,
                     input_size=SIZE)
-    assert given == [None]
+    assert given == [(None, tuple(COUNTS), NUM_CLASSES, SIZE)]  # the run's facts reach the method
 
 
 def test_teacher_frozen_and_excluded() -> None:

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ltkd.losses import (
+    bkd_loss,
+    class_balanced_weights,
     class_log_prior,
     dkd_loss,
     hcl_loss,
@@ -266,6 +268,7 @@ SPARSE = torch.tensor([0, 0, 1, 1, 1, 3, 3])  # of 4 groups; group 2 is empty
 NO_HEAD = torch.tensor([0.0, 0.5, 0.5])  # group statistics with a zero
 LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "kd": lambda s, t: kd_loss(s, t, 4.0),
+    "bkd": lambda s, t: bkd_loss(s, t, class_balanced_weights([500, 120, 40, 12, 7, 5, 1], 0.9999), 2.0),
     "dkd": lambda s, t: dkd_loss(s, t, _target(s), 1.0, 8.0, 4.0),
     "ltkd": lambda s, t: ltkd_loss(s, t, THREE, 1.0, 8.0, 1.0),
     "ltkd_mass_weights": lambda s, t: ltkd_loss(s, t, THREE, 1.0, 8.0, 4.0, reweight=False),
@@ -307,6 +310,74 @@ def test_underflowing_group_mass_is_finite() -> None:
     loss = ltkd_loss(s, t, groups, 1.0, 8.0, 1.0) + d.cross.sum() + d.within.sum()
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(s.grad).all() and torch.isfinite(t.grad).all()
+
+
+# --- BKD -----------------------------------------------------------------------------------------
+
+def _effective_number_weights(counts: list[int], beta: float) -> list[float]:
+    """Cui et al.'s class-balanced weights, written out: (1 − β) / (1 − β^n), scaled to sum to C."""
+    raw = [(1 - beta) / (1 - beta**n) for n in counts]
+    return [w * len(counts) / sum(raw) for w in raw]
+
+
+def _bkd_reference(logits_s: Tensor, logits_t: Tensor, weights: list[float], temperature: float) -> Tensor:
+    """T² · mean over images of Σ_c w_c pᵀ_c (log pᵀ_c − log pˢ_c), class by class in probability space."""
+    p_s, p_t = F.softmax(logits_s / temperature, 1), F.softmax(logits_t / temperature, 1)
+    per_image = sum(w * p_t[:, c] * (p_t[:, c].log() - p_s[:, c].log()) for c, w in enumerate(weights))
+    return temperature**2 * per_image.mean()
+
+
+def test_class_balanced_weights_follow_the_effective_number() -> None:
+    counts = [500, 120, 40, 12, 7, 5, 1]
+    weights = class_balanced_weights(counts, 0.9999)
+    assert weights.dtype == torch.float32
+    torch.testing.assert_close(weights.double(), torch.tensor(_effective_number_weights(counts, 0.9999), dtype=F64))
+    assert math.isclose(float(weights.sum()), len(counts), rel_tol=1e-6)
+    assert bool((weights.diff() > 0).all())  # rarer classes weigh more
+    # (1 − β)·n ≪ 1: the effective number is about n, so the weights are about ∝ 1/n (inverse frequency)
+    torch.testing.assert_close(class_balanced_weights([1, 2, 4], 1 - 1e-8), torch.tensor([1, 0.5, 0.25]) * 3 / 1.75)
+
+
+@pytest.mark.parametrize(("counts", "beta"), [([30] * 7, 0.9999), ([500, 120, 40, 12, 7, 5, 1], 0.0),
+                                              ([500, 120, 40, 12, 7, 5, 1], 1e-12)],
+                         ids=["equal-counts", "beta-0", "beta-to-0"])
+def test_bkd_is_kd_with_equal_counts_or_beta_0(counts: list[int], beta: float) -> None:
+    s, t = _logits(5, 7, seed=40), _logits(5, 7, seed=41)
+    weights = class_balanced_weights(counts, beta)
+    torch.testing.assert_close(weights, torch.ones(7))
+    torch.testing.assert_close(bkd_loss(s, t, weights, 2.0), kd_loss(s, t, 2.0))
+    torch.testing.assert_close(bkd_loss(s, t, None, 2.0), kd_loss(s, t, 2.0))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
+def test_bkd_matches_the_weighted_kl_written_out(temperature: float) -> None:
+    counts = [500, 120, 40, 12, 7, 5, 1]
+    s, t = _logits(6, 7, seed=42), _logits(6, 7, seed=43)
+    weights = _effective_number_weights(counts, 0.9999)
+    expected = _bkd_reference(s, t, weights, temperature)
+    torch.testing.assert_close(bkd_loss(s, t, torch.tensor(weights, dtype=F64), temperature), expected)
+    assert abs(float(expected - kd_loss(s, t, temperature))) > 1e-3 * float(expected)  # the weights matter
+    # not the public code's form (teacher probabilities scaled by w and renormalised, then plain KL)
+    p_t = F.softmax(t / temperature, 1) * torch.tensor(weights, dtype=F64)
+    renormalised = F.kl_div(F.log_softmax(s / temperature, 1), p_t / p_t.sum(1, keepdim=True), reduction="batchmean")
+    assert abs(float(expected - temperature**2 * renormalised)) > 1e-3 * float(expected)
+
+
+def test_gradcheck_bkd() -> None:
+    s = _logits(3, 5, seed=44).requires_grad_()
+    t = _logits(3, 5, seed=45).requires_grad_()
+    weights = class_balanced_weights([50, 20, 10, 5, 1], 0.99).double()
+    assert torch.autograd.gradcheck(lambda a, b: bkd_loss(a, b, weights, 2.0), (s, t))
+
+
+@pytest.mark.parametrize(("counts", "beta", "message"), [
+    ([5, 0, 3], 0.9999, r"^class_balanced_weights: class 1 has no training images$"),
+    ([5, 3], 1.0, r"^class_balanced_weights: beta=1; must be in \[0, 1\)$"),
+    ([5, 3], -0.1, r"^class_balanced_weights: beta=-0.1; must be in \[0, 1\)$"),
+])
+def test_class_balanced_weights_refuse_an_empty_class_and_a_beta_outside_0_1(counts, beta, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        class_balanced_weights(counts, beta)
 
 
 # --- logit-adjusted CE ---------------------------------------------------------------------------

@@ -55,7 +55,7 @@ class L2(Distiller):
         super().__init__(student, teacher, ce, warmup_epochs=warmup_epochs)
         self.alpha = alpha
 
-    def distill_loss(self, logits_s, features_s, logits_t, features_t, target):
+    def distill_loss(self, logits_s, features_s, logits_t, features_t, target, epoch):
         return self.alpha * l2_logits_loss(logits_s, logits_t)
 
 

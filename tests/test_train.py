@@ -23,7 +23,7 @@ def run_cli(*args: str, cwd: Path, env_extra: dict | None = None, timeout: int =
                           text=True, env=env, timeout=timeout)
 
 
-@pytest.mark.parametrize("loss", ["ce", "kd", "dkd", "reviewkd", "ltkd"])
+@pytest.mark.parametrize("loss", ["ce", "kd", "dkd", "reviewkd", "bkd", "ltkd"])
 def test_each_loss_runs_end_to_end(loss: str, compose_toy, tmp_path: Path):
     cfg = load_config(compose_toy(f"loss={loss}"))
     metrics = pipeline.run(cfg, tmp_path / "run")

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ltkd.distillers import ce, dkd, kd, ltkd, reviewkd
+from ltkd.distillers import bkd, ce, dkd, kd, ltkd, reviewkd
 from ltkd.distillers.base import (
     CrossEntropyTerm,
     Distiller,
@@ -17,6 +17,7 @@ from ltkd.distillers.base import (
     Method,
     warmup_factor,
 )
+from ltkd.distillers.bkd import BKD
 from ltkd.distillers.ce import CE
 from ltkd.distillers.dkd import DKD
 from ltkd.distillers.kd import KD
@@ -24,12 +25,13 @@ from ltkd.distillers.ltkd import LTKD
 from ltkd.distillers.reviewkd import ABF, ReviewKD
 from ltkd.losses import class_log_prior
 
-__all__ = ["ABF", "CE", "DKD", "KD", "LOSS_NAMES", "LTKD", "METHODS", "CrossEntropyTerm", "Distiller",
+__all__ = ["ABF", "BKD", "CE", "DKD", "KD", "LOSS_NAMES", "LTKD", "METHODS", "CrossEntropyTerm", "Distiller",
            "DistillerInputs", "LossConfig", "Method", "ReviewKD", "build_distiller", "method", "warmup_factor"]
 
 # Every method, by `loss.name`, in table order: a new method is its module's METHOD added here (README:
 # adding a method).
-METHODS: dict[str, Method] = {m.name: m for m in (ce.METHOD, kd.METHOD, dkd.METHOD, reviewkd.METHOD, ltkd.METHOD)}
+METHODS: dict[str, Method] = {m.name: m for m in (ce.METHOD, kd.METHOD, dkd.METHOD, reviewkd.METHOD, bkd.METHOD,
+                                                  ltkd.METHOD)}
 LOSS_NAMES = tuple(METHODS)
 
 
@@ -46,8 +48,10 @@ def build_distiller(loss_cfg: Any, student: nn.Module, teacher: nn.Module | None
     """The distiller of method `loss_cfg.name`, built from its config (its `Method.config`'s fields).
 
     The CE term of every method uses `ce_weight` and logit adjustment by `logit_adjust_tau` with the log
-    prior of `train_counts`. `class_to_group` (C,) defines the class groups (LTKD); `input_size` is the image
-    side for feature-shape probes (ReviewKD); `stats_reducer` reduces batch statistics over ranks (LTKD).
+    prior of `train_counts` (one per class), which also reach the method as `DistillerInputs.train_counts` and
+    `num_classes` (BKD's class weights). `class_to_group` (C,) defines the class groups (LTKD); `input_size` is
+    the image side for feature-shape probes (ReviewKD); `stats_reducer` reduces batch statistics over ranks
+    (LTKD).
     The teacher is passed on only to methods that use one (and must then be given).
     """
     entry = method(loss_cfg.name)
@@ -55,5 +59,6 @@ def build_distiller(loss_cfg: Any, student: nn.Module, teacher: nn.Module | None
     ce_term = CrossEntropyTerm(loss_cfg.ce_weight, log_prior, loss_cfg.logit_adjust_tau)
     if entry.uses_teacher and teacher is None:
         raise ValueError(f"build_distiller: loss {entry.name!r} needs a teacher")
-    inputs = DistillerInputs(class_to_group, input_size, stats_reducer)
+    inputs = DistillerInputs(class_to_group, train_counts=tuple(train_counts), num_classes=len(train_counts),
+                             input_size=input_size, stats_reducer=stats_reducer)
     return entry.build(loss_cfg, student, teacher if entry.uses_teacher else None, ce_term, inputs)

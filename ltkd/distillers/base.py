@@ -73,7 +73,7 @@ class Distiller(nn.Module):
         if self.teacher is not None:
             logits_t, features_t = self.teacher_forward(images)
             losses["loss_kd"] = warmup_factor(epoch, self.warmup_epochs) * self.distill_loss(
-                logits, features, logits_t, features_t, target)
+                logits, features, logits_t, features_t, target, epoch)
         return logits, losses
 
     @torch.no_grad()
@@ -82,8 +82,9 @@ class Distiller(nn.Module):
         return self.teacher(images)
 
     def distill_loss(self, logits_s: Tensor, features_s: Features, logits_t: Tensor, features_t: Features,
-                     target: Tensor) -> Tensor:
-        """The weighted distillation term, before the warm-up factor."""
+                     target: Tensor, epoch: int) -> Tensor:
+        """The weighted distillation term, before the warm-up factor, at `epoch` (1-based: a method with an
+        epoch schedule of its own, e.g. BKD's deferred class weights, reads it)."""
         raise NotImplementedError(f"{type(self).__name__} has a teacher but no distill_loss")
 
     def step_statistics(self) -> dict[str, Tensor]:
@@ -131,10 +132,13 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class DistillerInputs:
-    """What a method may take from the run besides its config: the class groups (C,), the image side
+    """What a method may take from the run besides its config: the class groups (C,), the per-class training
+    counts and the number of classes (long-tailed methods: class priors, class weights), the image side
     (feature-shape probes) and the reduction of batch statistics over ranks (None: one process)."""
 
     class_to_group: Tensor
+    train_counts: tuple[int, ...]
+    num_classes: int
     input_size: int
     stats_reducer: Callable[[Tensor], Tensor] | None = None
 

@@ -36,7 +36,7 @@ class DKD(Distiller):
         self.temperature = temperature
 
     def distill_loss(self, logits_s: Tensor, features_s: Features, logits_t: Tensor, features_t: Features,
-                     target: Tensor) -> Tensor:
+                     target: Tensor, epoch: int) -> Tensor:
         return dkd_loss(logits_s, logits_t, target, self.alpha, self.beta, self.temperature)
 
 

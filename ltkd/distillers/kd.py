@@ -38,7 +38,7 @@ class KD(Distiller):
         self.temperature = temperature
 
     def distill_loss(self, logits_s: Tensor, features_s: Features, logits_t: Tensor, features_t: Features,
-                     target: Tensor) -> Tensor:
+                     target: Tensor, epoch: int) -> Tensor:
         return self.alpha * kd_loss(logits_s, logits_t, self.temperature)
 
 

@@ -111,7 +111,7 @@ class LTKD(Distiller):
         return self.group_mean_ema.clone()
 
     def distill_loss(self, logits_s: Tensor, features_s: Features, logits_t: Tensor, features_t: Features,
-                     target: Tensor) -> Tensor:
+                     target: Tensor, epoch: int) -> Tensor:
         return ltkd_loss(logits_s, logits_t, self.class_to_group, self.alpha, self.beta, self.temperature,
                          rebalance=self.rebalance != "none", reweight=self.reweight,
                          group_stats=self.group_stats(logits_t), num_groups=self.num_groups)

@@ -116,7 +116,7 @@ class ReviewKD(Distiller):
         return fused[::-1]
 
     def distill_loss(self, logits_s: Tensor, features_s: Features, logits_t: Tensor, features_t: Features,
-                     target: Tensor) -> Tensor:
+                     target: Tensor, epoch: int) -> Tensor:
         teacher_levels = self.teacher_levels(features_t)
         fused = self.fuse(self.student_levels(features_s), teacher_levels)
         return self.alpha * hcl_loss(fused, teacher_levels)

@@ -1,5 +1,6 @@
-"""Pure loss functions: KD, DKD, ReviewKD's HCL, LTKD and logit-adjusted cross-entropy."""
+"""Pure loss functions: KD, DKD, ReviewKD's HCL, BKD, LTKD and logit-adjusted cross-entropy."""
 
+from ltkd.losses.bkd import bkd_loss, class_balanced_weights
 from ltkd.losses.ce import class_log_prior, logit_adjusted_ce
 from ltkd.losses.dkd import dkd_loss
 from ltkd.losses.hcl import hcl_loss
@@ -14,6 +15,8 @@ from ltkd.losses.ltkd import (
 
 __all__ = [
     "KLDecomposition",
+    "bkd_loss",
+    "class_balanced_weights",
     "class_log_prior",
     "dkd_loss",
     "hcl_loss",
