@@ -20,7 +20,7 @@ from ltkd.config import RunConfig
 from ltkd.data import DATASETS, LongTailedData, build_dataset, class_to_group, split_groups
 from ltkd.data.loaders import BatchLoader, DataLoaderAdapter, DeviceLoader
 from ltkd.data.transforms import ImageSetDataset, build_transforms
-from ltkd.distillers import CE, Distiller, build_distiller
+from ltkd.distillers import CE, CrossEntropyTerm, Distiller, build_distiller
 from ltkd.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -31,6 +31,7 @@ from ltkd.engine import Stage, StageResult, StopSignal
 from ltkd.evaluation import Accuracy, accuracy_from_counts, class_counts
 from ltkd.group_mass import SPLITS, measure
 from ltkd.loggers import NullLogger, RunLogger
+from ltkd.losses import class_log_prior
 from ltkd.models import create_model
 from ltkd.runtime import Runtime, resolve_runtime
 
@@ -135,9 +136,13 @@ def load_data(cfg: RunConfig) -> LongTailedData:
 
 
 def teacher_distiller(ctx: RunContext, teacher: nn.Module) -> Distiller:
-    """The teacher's own training objective: plain cross-entropy on the long-tailed set (whatever the loss
-    config says; `ctx` kept for callers that pass it)."""
-    return CE(teacher)
+    """The teacher's own training objective on the long-tailed set (`teacher.objective`, whatever the loss
+    config says): cross-entropy on `logits + τ·log prior` of the training counts, τ = 0 for plain CE
+    (`TeacherConfig.logit_adjust_tau`). The adjustment is in the loss only: the teacher predicts with its
+    plain logits."""
+    tau = ctx.cfg.teacher.logit_adjust_tau
+    log_prior = class_log_prior(ctx.data.train_counts, ctx.runtime.device) if tau else None
+    return CE(teacher, CrossEntropyTerm(1.0, log_prior, tau))
 
 
 def loss_groups(ctx: RunContext) -> torch.Tensor:

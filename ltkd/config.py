@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args, get_origin
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from ltkd.checks import check_fractions, require
+from ltkd.checks import check_fractions, check_positive, require
 from ltkd.data.datasets import DATASETS
 from ltkd.deadline import parse_duration
 from ltkd.distillers import METHODS, LossConfig
@@ -59,11 +59,22 @@ class PairConfig:
     dkd_beta: float
 
 
+TeacherObjective = Literal["ce", "logit_adjusted", "balanced_softmax"]
+
+
 @dataclass(frozen=True)
 class TeacherConfig:
     arch: str
+    objective: TeacherObjective  # the teacher's training loss: ce, logit_adjusted (τ = tau), balanced_softmax
+    tau: float  # objective=logit_adjusted: its τ (Menon et al. 2021)
     checkpoint: str | None = None
     lr: float | None = None
+
+    @property
+    def logit_adjust_tau(self) -> float:
+        """τ of the teacher's cross-entropy on `logits + τ·log prior`: 0 for plain CE, `tau` for the
+        logit-adjusted loss, 1 for balanced softmax (Ren et al. 2020: the logit-adjusted loss at τ = 1)."""
+        return {"ce": 0.0, "logit_adjusted": self.tau, "balanced_softmax": 1.0}[self.objective]
 
 
 @dataclass(frozen=True)
@@ -263,9 +274,15 @@ NOT_IDENTITY = ("data", "logger", "paths", "debug", "resume", "sweep_name", "exp
 def run_identity(config: dict[str, Any]) -> dict[str, Any]:
     """The fields of a config (`RunConfig.to_dict()` or its stored copy) that change a run's results,
     flattened to dotted keys: everything but where files are, how progress is logged, and the speed knobs
-    (NOT_IDENTITY). A run directory belongs to one identity."""
+    (NOT_IDENTITY). A run directory belongs to one identity. A teacher trained with plain CE adds no
+    `teacher.objective` / `teacher.tau` (τ does not act then), so run directories stored before the teacher
+    objective existed keep their identity."""
     flat = _flatten(json.loads(json.dumps(config)))
-    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_IDENTITY)}
+    identity = {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_IDENTITY)}
+    if identity.get("teacher.objective", "ce") == "ce":
+        identity.pop("teacher.objective", None)
+        identity.pop("teacher.tau", None)
+    return identity
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -299,9 +316,7 @@ def _validate(run: RunConfig) -> None:
         require(model_name(arch) in models, f"{key}: unknown model '{arch}'; available: {', '.join(models)}")
     for key, lr in (("teacher.lr", run.teacher.lr), ("student.lr", run.student.lr)):
         require(lr is None or lr > 0, f"{key}: {lr}; must be > 0 or null")
-    if run.teacher.checkpoint is not None:
-        path = Path(run.teacher.checkpoint)
-        require(path.is_file(), f"teacher.checkpoint: '{path}' is not a file; give a .pt saved by ltkd")
+    _validate_teacher(run.teacher)
     run.loss.check(ds.num_classes)
     require(tr.epochs >= 1, f"trainer.epochs: {tr.epochs}; must be >= 1")
     require(tr.batch_size >= 1, f"trainer.batch_size: {tr.batch_size}; must be >= 1")
@@ -329,6 +344,18 @@ def _validate(run: RunConfig) -> None:
             f"trainer.device: '{tr.device}'; allowed: auto, cpu, cuda, cuda:N")
     if run.logger.name == "wandb":
         require(bool(run.logger.project), "logger.project: empty; give a W&B project name")
+
+
+def _validate_teacher(teacher: TeacherConfig) -> None:
+    check_positive("teacher.tau", teacher.tau)
+    require(teacher.objective != "balanced_softmax" or teacher.tau == 1,
+            f"teacher.tau: {teacher.tau:g}; balanced_softmax is the logit-adjusted loss at tau = 1 "
+            "(another tau: teacher.objective=logit_adjusted)")
+    if teacher.checkpoint is not None:
+        path = Path(teacher.checkpoint)
+        require(path.is_file(), f"teacher.checkpoint: '{path}' is not a file; give a .pt saved by ltkd")
+        require(teacher.objective == "ce", f"teacher.objective: {teacher.objective} trains the teacher, but "
+                "teacher.checkpoint gives a trained one; use teacher.objective=ce with a checkpoint")
 
 
 def scaled_milestones(milestones: tuple[int, ...], recipe_epochs: int, epochs: int) -> list[int]:

@@ -88,7 +88,8 @@ def _device_name(runtime: Runtime) -> str:
 def finalize_outputs(ctx: RunContext, metrics: dict[str, Any]) -> None:
     """Print the head/medium/tail/overall table and save the per-class plot."""
     cfg = ctx.cfg
-    rows = {f"teacher {cfg.teacher.arch}": metrics["teacher"]["final"],
+    objective = "" if cfg.teacher.objective == "ce" else f" ({cfg.teacher.objective})"
+    rows = {f"teacher {cfg.teacher.arch}{objective}": metrics["teacher"]["final"],
             f"student {cfg.student.arch} ({cfg.loss.name})": metrics["student"]["final"]}
     print(format_table(rows, title=f"{ctx.data.name} imbalance {ctx.data.imbalance_factor:g}: final-epoch "
                                    "test accuracy (%)"))

@@ -25,9 +25,12 @@ LOCK_POLL_S = 0.5
 
 
 def teacher_key(run: RunConfig, bf16: bool) -> dict[str, Any]:
-    """The fields that determine a pretrained teacher (not the device, the logger or the student)."""
+    """The fields that determine a pretrained teacher (not the device, the logger or the student). The
+    objective enters as its τ (`TeacherConfig.logit_adjust_tau`: balanced softmax and the logit-adjusted loss
+    at τ = 1 share a teacher) and only when it is not plain CE, so teachers cached before `teacher.objective`
+    existed keep their key and file name."""
     ds, tr = run.dataset, run.trainer
-    return {
+    key = {
         "format": TEACHER_FORMAT,
         "dataset": ds.name,
         "imbalance_factor": ds.imbalance_factor,
@@ -42,6 +45,9 @@ def teacher_key(run: RunConfig, bf16: bool) -> dict[str, Any]:
         },
         "seed": run.seed,
     }
+    if run.teacher.logit_adjust_tau:
+        key["logit_adjust_tau"] = run.teacher.logit_adjust_tau
+    return key
 
 
 def key_digest(key: dict[str, Any]) -> str:

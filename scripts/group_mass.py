@@ -45,6 +45,8 @@ def measure_run(run_dir: Path, launch_dir: Path, device: str | None) -> dict:
     # runs made before each method had its own loss config stored every method's keys: keep the method's
     method_keys = {f.name for f in dataclasses.fields(METHODS[raw["loss"]["name"]].config)}
     raw["loss"] = {k: v for k, v in raw["loss"].items() if k in method_keys}
+    # runs made before teacher.objective existed trained their teacher with plain CE (τ does not act then)
+    raw["teacher"] = {"objective": "ce", "tau": 1.0} | raw["teacher"]
     cfg = load_config(raw)
     cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, compile=False))
     ctx = build_context(cfg, run_dir)

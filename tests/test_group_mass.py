@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from ltkd import pipeline
@@ -109,6 +110,9 @@ def test_post_hoc_script_measures_old_runs_as_the_run_itself_did(ltkd_run, tmp_p
     shutil.copytree(run_dir, old)
     without = json.loads(json.dumps({k: v for k, v in metrics.items() if k != "group_mass"}))  # an older run
     (old / "metrics.json").write_text(json.dumps(without))
+    config = OmegaConf.load(old / "config.yaml")  # stored before teacher.objective existed
+    del config.teacher["objective"], config.teacher["tau"]
+    OmegaConf.save(config, old / "config.yaml")
     assert group_mass_script.main([str(tmp_path / "sweep"), "--device", "cpu"]) == 0
     measured = json.loads((old / "metrics.json").read_text())
     assert {k: v for k, v in measured.items() if k != "group_mass"} == without

@@ -15,7 +15,8 @@ from tests.conftest import toy_overrides
 from tests.test_train import ROOT, run_cli
 
 PRESETS = {"table_ltkd_logit_adjust": 3, "table_ltkd_groups": 4, "table_ltkd_batch_size": 8,
-           "table_ltkd_alpha_beta": 12}
+           "table_ltkd_alpha_beta": 12, "table_ltkd_debiased_teacher": 4}
+LOSSES = {"table_ltkd_debiased_teacher": {"kd", "ltkd"}}  # the students' methods where not LTKD alone
 
 
 def grid(preset: str, data_root: Path, cache: Path) -> list:
@@ -31,7 +32,7 @@ def grid(preset: str, data_root: Path, cache: Path) -> list:
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_job_of_the_preset_is_a_valid_ltkd_run(preset: str, fake_cifar_root: Path, tmp_path: Path):
     jobs = grid(preset, fake_cifar_root, tmp_path)
-    assert len(jobs) == PRESETS[preset] and all(cfg.loss.name == "ltkd" for cfg in jobs)
+    assert len(jobs) == PRESETS[preset] and {cfg.loss.name for cfg in jobs} == LOSSES.get(preset, {"ltkd"})
     assert len({repr(cfg) for cfg in jobs}) == len(jobs)  # no two jobs alike
     assert (Path(ROOT) / "configs" / "experiment" / f"{preset}.yaml").read_text().startswith("# @package _global_")
 
@@ -47,6 +48,9 @@ def test_presets_vary_what_their_question_asks(fake_cifar_root: Path, tmp_path: 
         (128, 0.1, "batch"), (128, 0.1, "ema"), (16, 0.0125, "batch"), (16, 0.0125, "ema"),
         (32, 0.025, "batch"), (32, 0.025, "ema"), (64, 0.05, "batch"), (64, 0.05, "ema")]
     assert len(varied("table_ltkd_alpha_beta", lambda c: (c.loss.alpha, c.loss.beta))) == 12
+    assert varied("table_ltkd_debiased_teacher", lambda c: (c.teacher.objective, c.loss.name)) == [
+        ("ce", "kd"), ("ce", "ltkd"), ("logit_adjusted", "kd"), ("logit_adjusted", "ltkd")]
+    assert varied("table_ltkd_debiased_teacher", lambda c: c.teacher.tau) == [1.0]
 
 
 @pytest.mark.slow
@@ -63,5 +67,6 @@ def test_preset_runs_at_smoke_scale_and_tabulates(preset: str, fake_cifar_root: 
                             "--name", preset, "--out", str(tmp_path / "results")], capture_output=True, text=True)
     assert table.returncode == 0, table.stderr
     md = (tmp_path / "results" / f"{preset}.md").read_text()
-    assert md.count("| ltkd (") == PRESETS[preset] and "REDUCED SCALE" in md
+    assert sum(md.count(f"| {loss} (") for loss in LOSSES.get(preset, {"ltkd"})) == PRESETS[preset]
+    assert "REDUCED SCALE" in md
     assert (tmp_path / "results" / f"{preset}_group_mass.md").exists()
