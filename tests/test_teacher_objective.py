@@ -152,6 +152,7 @@ def test_a_run_stored_before_the_objective_existed_keeps_its_identity(tmp_path: 
         check_same_identity(compose_default(tmp_path, "teacher.objective=logit_adjusted"), run_dir)
 
 
+@pytest.mark.slow  # trains a teacher of its own (the pieces above are fast; the preset's smoke run is slow too)
 def test_a_toy_run_trains_and_reports_a_logit_adjusted_teacher(compose_toy, tmp_path: Path, capsys):
     cfg = load_config(compose_toy("loss=kd", "teacher.objective=logit_adjusted", f"paths.teacher_cache={tmp_path}"))
     metrics = pipeline.run(cfg, tmp_path / "run")
