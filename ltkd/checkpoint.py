@@ -1,9 +1,13 @@
 """Checksummed, atomically written checkpoint files.
 
-A file holds `{"format", "sha256", "payload"}` where `payload` is the `torch.save` bytes of the real
-content. It is written to a temporary file in the same directory, fsynced and renamed over the
-target, so a kill or a full disk at any instant leaves either the old or the new file, never a mix;
-a truncated or altered file fails its checksum and is reported, never used.
+A file is one `torch.save` of `{"format", "sha256", "content"}`: the content pickled once, beside the SHA-256
+of its canonical form (`content_digest`: every tensor's dtype, shape and bytes, every other value's type
+and repr, in order), so the file is no bigger than its tensors and loads with `weights_only=True` where
+the content allows. It is written to a temporary file in the same directory, fsynced and renamed over
+the target, so a kill or a full disk at any instant leaves either the old or the new file, never a mix;
+a truncated or altered file fails to load or fails its checksum and is reported, never used. Files of
+the first format (`{"format", "sha256", "payload"}`, the content's `torch.save` bytes pickled again) are
+still read.
 """
 
 from __future__ import annotations
@@ -12,31 +16,69 @@ import hashlib
 import io
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+import numpy as np
 import torch
 
 from ltkd.errors import CheckpointError, OutputError, first_line
 
-FORMAT = "ltkd-checkpoint-v1"
+FORMAT = "ltkd-checkpoint-v2"
+LEGACY_FORMAT = "ltkd-checkpoint-v1"  # {"format", "sha256", "payload": torch.save bytes of the content}
 
 
 def save_checkpoint(path: str | Path, content: dict[str, Any]) -> None:
     """Write `content` to `path` atomically with a checksum."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save(content, buffer)
-    payload = buffer.getvalue()
-    envelope = io.BytesIO()
-    torch.save({"format": FORMAT, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}, envelope)
-    atomic_write_bytes(path, envelope.getvalue())
+    atomic_write(Path(path), lambda f: write_checkpoint(f, content))
+
+
+def write_checkpoint(file: BinaryIO, content: dict[str, Any]) -> None:
+    """`content` with its checksum into an open binary file (a checkpoint file's bytes)."""
+    torch.save({"format": FORMAT, "sha256": content_digest(content), "content": content}, file)
+
+
+def content_digest(content: Any) -> str:
+    """SHA-256 of `content`'s canonical form: containers in order with their types and lengths, tensors and
+    numpy arrays by dtype, shape and bytes, any other value by its type and repr."""
+    digest = hashlib.sha256()
+    _digest_into(digest, content)
+    return digest.hexdigest()
+
+
+def _digest_into(digest: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"tensor:{flat.dtype}:{tuple(value.shape)}:".encode())
+        digest.update(memoryview(flat.view(torch.uint8).numpy()))
+    elif isinstance(value, np.ndarray):
+        digest.update(f"ndarray:{value.dtype}:{value.shape}:".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, dict):
+        digest.update(f"{type(value).__name__}:{len(value)}:".encode())
+        for key, item in value.items():
+            _digest_into(digest, key)
+            _digest_into(digest, item)
+    elif isinstance(value, list | tuple):
+        digest.update(f"{type(value).__name__}:{len(value)}:".encode())
+        for item in value:
+            _digest_into(digest, item)
+    elif isinstance(value, bytes):
+        digest.update(f"bytes:{len(value)}:".encode() + value)
+    else:
+        digest.update(f"{type(value).__name__}:{value!r};".encode())
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write bytes via temp file + fsync + rename, with the mode the umask gives a new file; on any error
-    the old file stays, the temp goes, and OutputError names the file."""
+    """Write bytes atomically (`atomic_write`)."""
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """`write(file)` into a temp file beside `path`, then fsync + rename, with the mode the umask gives a new
+    file; on any error the old file stays, the temp goes, and OutputError names the file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
@@ -44,7 +86,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would keep a shared cache from other users
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -79,14 +121,31 @@ def load_checkpoint(path: str | Path, *, trusted: bool = True) -> dict[str, Any]
         raw = path.read_bytes()
     except OSError as exc:
         raise CheckpointError(f"checkpoint '{path}' cannot be read: {exc.strerror or exc}") from None
+    return read_checkpoint(raw, path, trusted=trusted)
+
+
+def read_checkpoint(raw: bytes, path: str | Path, *, trusted: bool = True) -> dict[str, Any]:
+    """The verified content of a checkpoint file's bytes `raw` (`path`: what messages name it)."""
     try:
-        envelope = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        envelope = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=not trusted)
     except Exception as exc:
+        if not trusted and "Weights only load failed" in str(exc):
+            raise CheckpointError(f"checkpoint '{path}' could not be read ({first_line(exc)})") from None
         raise CheckpointError(
             f"checkpoint '{path}' is truncated or not an ltkd checkpoint ({first_line(exc)})"
         ) from None
-    if not isinstance(envelope, dict) or envelope.get("format") != FORMAT:
+    if not isinstance(envelope, dict) or envelope.get("format") not in (FORMAT, LEGACY_FORMAT):
         raise CheckpointError(f"checkpoint '{path}' is not an ltkd checkpoint (format {FORMAT} expected)")
+    if envelope["format"] == LEGACY_FORMAT:
+        return _load_legacy(path, envelope, trusted)
+    content, digest = envelope.get("content"), envelope.get("sha256")
+    if not isinstance(digest, str) or content_digest(content) != digest:
+        raise CheckpointError(f"checkpoint '{path}' is corrupt: its checksum does not match its content")
+    return content
+
+
+def _load_legacy(path: Path, envelope: dict[str, Any], trusted: bool) -> dict[str, Any]:
+    """The content of a first-format file (its payload: the content's torch.save bytes)."""
     payload, digest = envelope.get("payload"), envelope.get("sha256")
     if not isinstance(payload, bytes) or not isinstance(digest, str) or hashlib.sha256(payload).hexdigest() != digest:
         raise CheckpointError(f"checkpoint '{path}' is corrupt: its checksum does not match its content")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -34,21 +35,32 @@ def accuracy_from_counts(correct: Tensor, total: Tensor, groups: Sequence[Sequen
     return Accuracy(overall, head, medium, tail, per_class=per_class)
 
 
+def fp32_logits(model: nn.Module, images: Tensor, autocast: Callable[[], AbstractContextManager]) -> Tensor:
+    """`model`'s float32 logits on `images`: the body under `autocast` (bf16 on a GPU), the head
+    (`forward_head` on the pooled features) in float32. bf16 logits carry 8 bits of mantissa, so close
+    classes would tie, and argmax breaks ties toward the lowest index, i.e. the head classes."""
+    with autocast():
+        logits, features = model(images)
+    if logits.dtype == torch.float32:
+        return logits
+    with torch.autocast(images.device.type, enabled=False):
+        return model.forward_head(features["pooled_feat"].float())
+
+
 @torch.no_grad()
 def class_counts(
     model: nn.Module,
     batches: Iterable[tuple[Tensor, Tensor]],
     num_classes: int,
-    autocast: Callable[[], object],
+    autocast: Callable[[], AbstractContextManager],
 ) -> tuple[Tensor, Tensor]:
-    """Per-class (correct, total) counts of `model` over `batches`, accumulated on the device."""
+    """Per-class (correct, total) counts of `model` over `batches` (predictions from `fp32_logits`),
+    accumulated on the device."""
     was_training = model.training
     model.eval()
     correct = total = None
     for images, labels in batches:
-        with autocast():
-            logits, _ = model(images)
-        hits = logits.argmax(dim=1) == labels
+        hits = fp32_logits(model, images, autocast).argmax(dim=1) == labels
         batch_total = torch.bincount(labels, minlength=num_classes)
         batch_correct = torch.bincount(labels, weights=hits.to(torch.float32), minlength=num_classes)
         correct = batch_correct if correct is None else correct + batch_correct

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ltkd.data import GROUP_NAMES, class_to_group
+from ltkd.evaluation import fp32_logits
 
 DEFINITION = ("group mass = mean over images of the summed softmax(z/T) probability of the group's classes, "
               "in percent (head + medium + tail = 100); train = the long-tailed training set without "
@@ -40,9 +41,8 @@ def group_mass_sums(model: nn.Module, batches: Batches, class_to_group: Tensor, 
     model.eval()
     sums, count = None, None
     for images, _ in batches:
-        with autocast():
-            logits, _ = model(images)
-        per_class = torch.stack([F.softmax(logits.float() / t, dim=1).sum(dim=0) for t in temperatures])  # (T, C)
+        logits = fp32_logits(model, images, autocast)
+        per_class = torch.stack([F.softmax(logits / t, dim=1).sum(dim=0) for t in temperatures])  # (T, C)
         sums = per_class if sums is None else sums + per_class
         count = (0 if count is None else count) + logits.new_full((), len(images), dtype=torch.float32)
     model.train(was_training)

@@ -43,8 +43,12 @@ def outputs_problem(run_dir: Path) -> str | None:
     return None
 
 
+COMMIT_ENV = "LTKD_COMMIT"  # the commit of a copy of the checkout without git (a lent GPU node)
+
+
 def _git_commit() -> str | None:
-    """HEAD's short hash, with "+dirty" when tracked files differ from it."""
+    """HEAD's short hash, with "+dirty" when tracked files differ from it; where git or the repository is
+    missing, the environment variable LTKD_COMMIT (None when unset)."""
     here = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -52,8 +56,8 @@ def _git_commit() -> str | None:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                text=True, timeout=5, cwd=here).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
-    return (head + ("+dirty" if dirty else "")) or None
+        head = dirty = ""
+    return (head + ("+dirty" if dirty else "")) if head else os.environ.get(COMMIT_ENV) or None
 
 
 def assemble_metrics(ctx: RunContext, teacher: dict, student: dict, wall_time_s: float) -> dict[str, Any]:

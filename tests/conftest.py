@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,23 @@ from ltkd.train import CONFIG_DIR
 from tests.fakedata import write_fake_cifar100
 from tests.offline import build_wheelhouse, torch_image_python
 
-# The CUDA self-check (`pytest -m cuda`): these tests skip where there is no CUDA device.
+# The CUDA self-check (`pytest -m cuda`): the CUDA parameter of a test that runs on every device
+# (`DEVICES`), skipped where there is no CUDA device; `make test` runs the same bodies on the CPU.
 CUDA_ONLY = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA_ONLY)]
+
+
+@contextmanager
+def no_host_sync(device: str) -> Iterator[None]:
+    """On CUDA, any host synchronisation inside the block raises; elsewhere there is none to catch."""
+    if device != "cuda":
+        yield
+        return
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 TOY = [
     "trainer=smoke",

@@ -1,6 +1,8 @@
 """Checkpoint files: round trip, atomic replacement, corruption and truncation detected."""
 
 import errno
+import hashlib
+import io
 import os
 from pathlib import Path
 
@@ -29,16 +31,54 @@ def test_truncated_file_is_reported(tmp_path: Path):
         load_checkpoint(path)
 
 
-def test_altered_payload_fails_the_checksum(tmp_path: Path):
+@pytest.mark.parametrize("where", ["tensor", "number"])
+def test_altered_content_fails_the_checksum(where: str, tmp_path: Path):
     path = tmp_path / "a.ckpt"
-    save_checkpoint(path, {"w": torch.zeros(1000)})
+    save_checkpoint(path, {"w": torch.zeros(1000), "epoch": 3})
     envelope = torch.load(path, weights_only=True)
-    payload = bytearray(envelope["payload"])
-    payload[len(payload) // 2] ^= 0xFF
-    envelope["payload"] = bytes(payload)
+    if where == "tensor":
+        envelope["content"]["w"][500] = 1.0
+    else:
+        envelope["content"]["epoch"] = 4
     torch.save(envelope, path)
     with pytest.raises(CheckpointError, match="checksum"):
         load_checkpoint(path)
+
+
+def test_the_content_is_stored_once_and_loads_weights_only(tmp_path: Path):
+    weights = {"w": torch.randn(1 << 20), "b": torch.randn(1 << 18, dtype=torch.bfloat16)}  # 4.5 MiB of tensors
+    path = tmp_path / "a.ckpt"
+    save_checkpoint(path, {"state_dict": weights, "history": [{"epoch": 1, "acc": 0.5}]})
+    tensor_bytes = sum(t.numel() * t.element_size() for t in weights.values())
+    assert path.stat().st_size < tensor_bytes + 64 * 1024  # not pickled twice
+    raw = torch.load(path, weights_only=True)  # a plain torch file, loadable without ltkd
+    assert torch.equal(raw["content"]["state_dict"]["b"], weights["b"])
+    loaded = load_checkpoint(path, trusted=False)
+    assert loaded["history"] == [{"epoch": 1, "acc": 0.5}] and torch.equal(loaded["state_dict"]["w"], weights["w"])
+
+
+def _legacy_file(path: Path, content: dict, payload_edit=lambda b: b) -> None:
+    """A checkpoint in the first format (content's torch.save bytes, pickled again with their SHA-256)."""
+    buffer = io.BytesIO()
+    torch.save(content, buffer)
+    payload = buffer.getvalue()
+    torch.save({"format": "ltkd-checkpoint-v1", "sha256": hashlib.sha256(payload).hexdigest(),
+                "payload": payload_edit(payload)}, path)
+
+
+def test_first_format_files_are_still_read_and_checked(tmp_path: Path):
+    _legacy_file(tmp_path / "old.ckpt", {"w": torch.arange(4.0), "epoch": 7})
+    loaded = load_checkpoint(tmp_path / "old.ckpt", trusted=False)
+    assert loaded["epoch"] == 7 and torch.equal(loaded["w"], torch.arange(4.0))
+
+    def flip(payload: bytes) -> bytes:
+        changed = bytearray(payload)
+        changed[len(changed) // 2] ^= 0xFF
+        return bytes(changed)
+
+    _legacy_file(tmp_path / "bad.ckpt", {"w": torch.zeros(1000)}, flip)
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_checkpoint(tmp_path / "bad.ckpt")
 
 
 def test_foreign_file_is_not_a_checkpoint(tmp_path: Path):

@@ -1,7 +1,10 @@
-"""The CUDA self-check (`pytest -m cuda`, skipped without CUDA; under 90 s on one GPU): every loss trains
-through the real stage with bf16 autocast, channels_last and fused SGD without a host sync in the step loop,
-evaluation agrees with the CPU, a CUDA checkpoint resumes, and trainer.compile=true trains. The device
-loader's CUDA distribution checks are in test_loaders.py (same tests as on the CPU)."""
+"""The GPU path, on every device present: `make test` runs each body on the CPU, `pytest -m cuda` (the CUDA
+self-check; under 90 s on one GPU) the same bodies on CUDA. Every loss trains through the real stage with
+bf16 autocast and channels_last (fused SGD and no host sync in the step loop on CUDA), bf16 evaluation
+agrees with float32 CPU evaluation, a checkpoint resumes onto its device, trainer.compile=true trains, and
+the teacher's shared outputs keep bf16. The device loader's checks are in test_loaders.py (same tests
+on every device). Only a device's own numerics may differ between the two; such comparisons say their
+tolerance."""
 
 from __future__ import annotations
 
@@ -22,17 +25,19 @@ from ltkd.engine import Preempted, Stage, StopSignal
 from ltkd.models import create_model
 from ltkd.runtime import Runtime
 from ltkd.teacher_outputs import share_teacher_outputs
-from tests.conftest import CUDA_ONLY
-
-pytestmark = CUDA_ONLY
+from tests.conftest import DEVICES, no_host_sync
 
 LOSSES = {"ce": ["loss=ce"], "kd": ["loss=kd"], "dkd": ["loss=dkd"], "reviewkd": ["loss=reviewkd"],
           "bkd": ["loss=bkd", "loss.defer_epoch=0"],  # class-balanced from the first step
           "ltkd-batch": ["loss=ltkd", "loss.rebalance=batch"], "ltkd-ema": ["loss=ltkd", "loss.rebalance=ema"]}
+HAS_COMPILER = any(map(shutil.which, ("cc", "gcc", "clang")))
 
 
-def cuda_context(compose_toy, run_dir: Path, *overrides: str) -> RunContext:
-    return build_context(load_config(compose_toy("trainer.device=cuda", "loss.warmup_epochs=0", *overrides)), run_dir)
+def gpu_path_context(compose_toy, run_dir: Path, device: str, *overrides: str) -> RunContext:
+    """The toy run on `device` with the GPU's settings: bf16 autocast and channels_last."""
+    return build_context(load_config(compose_toy(f"trainer.device={device}", "trainer.precision=bf16",
+                                                 "trainer.channels_last=true", "loss.warmup_epochs=0",
+                                                 *overrides)), run_dir)
 
 
 def student_stage(ctx: RunContext, checkpoint: Path) -> tuple[Stage, torch.nn.Module]:
@@ -42,22 +47,21 @@ def student_stage(ctx: RunContext, checkpoint: Path) -> tuple[Stage, torch.nn.Mo
     return ctx.build_stage("student", distiller, student, ctx.cfg.student.arch, None, checkpoint), student
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("loss", list(LOSSES))
-def test_every_loss_trains_in_bf16_channels_last_fused_without_host_sync(loss: str, compose_toy, tmp_path: Path):
-    ctx = cuda_context(compose_toy, tmp_path, *LOSSES[loss])
-    assert ctx.runtime.bf16 and ctx.runtime.channels_last
+def test_every_loss_trains_in_bf16_channels_last_without_host_sync(device: str, loss: str, compose_toy,
+                                                                   tmp_path: Path):
+    ctx = gpu_path_context(compose_toy, tmp_path, device, *LOSSES[loss])
+    assert ctx.runtime.bf16 and ctx.runtime.channels_last and ctx.runtime.device.type == device
     stage, student = student_stage(ctx, tmp_path / "student.ckpt")
-    assert stage.optimizer.defaults["fused"] and next(student.parameters()).is_cuda
+    assert stage.optimizer.defaults["fused"] == (device == "cuda") and next(student.parameters()).device.type == device
     train = ctx.data.train  # one fixed batch of 64 images (no crop padding; only flips vary), a step per epoch
     stage.train_loader = DeviceLoader(train.images[:64], train.labels[:64], batch_size=64, train=True,
-                                      mean=ctx.data.mean, std=ctx.data.std, pad=0, device="cuda",
+                                      mean=ctx.data.mean, std=ctx.data.std, pad=0, device=device,
                                       channels_last=True)
     sums = [stage.train_epoch(1)]  # warm-up: lazy CUDA initialisation, cuDNN autotuning
-    torch.cuda.set_sync_debug_mode("error")  # any host synchronisation in the step loop raises
-    try:
+    with no_host_sync(device):  # on CUDA any host synchronisation in the step loop raises
         sums += [stage.train_epoch(epoch) for epoch in range(2, 21)]
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
     losses = [stage._read_epoch_stats(epoch, s)["train/loss"] for epoch, s in enumerate(sums, 1)]
     assert all(math.isfinite(v) for v in losses), losses
     assert sum(losses[-3:]) < sum(losses[:3]), losses  # the loss falls on the fixed batch
@@ -69,31 +73,37 @@ def logits_on(ctx: RunContext, model: torch.nn.Module) -> torch.Tensor:
         return torch.cat([model(x)[0].float().cpu() for x, _ in ctx.loader(train=False, stage="eval")])
 
 
-def test_cuda_evaluation_agrees_with_the_cpu(compose_toy, tmp_path: Path):
-    ctx = cuda_context(compose_toy, tmp_path, "loss=ce")
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_evaluation_agrees_with_float32_on_the_cpu(device: str, compose_toy, tmp_path: Path):
+    ctx = gpu_path_context(compose_toy, tmp_path, device, "loss=ce")
     stage, student = student_stage(ctx, tmp_path / "student.ckpt")
     stage.run(resume=False)  # trained a little, so predictions are not all one class
     cpu_ctx = dataclasses.replace(ctx, runtime=Runtime(torch.device("cpu"), bf16=False, channels_last=False))
     cpu_model = create_model(ctx.cfg.student.arch, ctx.data.num_classes)
     cpu_model.load_state_dict({k: v.cpu() for k, v in student.state_dict().items()})
-    on_gpu, on_cpu = logits_on(ctx, student), logits_on(cpu_ctx, cpu_model)
+    on_device, on_cpu = logits_on(ctx, student), logits_on(cpu_ctx, cpu_model)
     tolerance = 0.05 * float(on_cpu.abs().max())  # bf16 autocast: a few per cent of the logit scale
-    assert float((on_gpu - on_cpu).abs().max()) <= tolerance
+    assert float((on_device - on_cpu).abs().max()) <= tolerance
     top2 = on_cpu.topk(2, dim=1).values
     near_ties = 100.0 * float((top2[:, 0] - top2[:, 1] < 2 * tolerance).float().mean())
-    gpu_acc, cpu_acc = ctx.evaluator(student)(), cpu_ctx.evaluator(cpu_model)()
-    assert abs(gpu_acc.overall - cpu_acc.overall) <= near_ties + 1e-9  # only near-ties may flip
+    device_acc, cpu_acc = ctx.evaluator(student)(), cpu_ctx.evaluator(cpu_model)()
+    assert abs(device_acc.overall - cpu_acc.overall) <= near_ties + 1e-9  # only near-ties may flip
 
 
-def test_a_cuda_checkpoint_resumes(compose_toy, tmp_path: Path, capsys):
-    ctx = cuda_context(compose_toy, tmp_path, "loss=ltkd", "loss.rebalance=ema", "trainer.epochs=3",
-                       "trainer.lr_milestones=[2]")
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_checkpoint_resumes_onto_its_device(device: str, compose_toy, tmp_path: Path, capsys):
+    ctx = gpu_path_context(compose_toy, tmp_path, device, "loss=ltkd", "loss.rebalance=ema", "trainer.epochs=3",
+                           "trainer.lr_milestones=[2]")
     checkpoint = tmp_path / "student.ckpt"
     stopped, _ = student_stage(dataclasses.replace(ctx, stop=StopSignal(deadline=time.time())), checkpoint)
     with pytest.raises(Preempted):
         stopped.run(resume=False)
-    saved = load_checkpoint(checkpoint)
-    assert saved["skip_steps"] == 1 and "cuda" in saved["rng"] and saved["partial"]["loss_terms"].is_cuda
+    saved = load_checkpoint(checkpoint)  # read onto the CPU, whatever device wrote it
+    assert saved["skip_steps"] == 1 and ("cuda" in saved["rng"]) == (device == "cuda")
+    restored, _ = student_stage(ctx, checkpoint)
+    next_epoch, skip, partial = restored._restore()
+    assert (next_epoch, skip) == (1, 1) and partial.loss_terms.device.type == device  # the sums go back on it
+    assert next(restored.module.student.parameters()).device.type == device
     resumed, _ = student_stage(ctx, checkpoint)
     result = resumed.run(resume=True)
     assert "resuming from" in capsys.readouterr().out
@@ -101,19 +111,22 @@ def test_a_cuda_checkpoint_resumes(compose_toy, tmp_path: Path, capsys):
     assert all(math.isfinite(r["train/loss"]) for r in result.history)
 
 
-@pytest.mark.skipif(not any(map(shutil.which, ("cc", "gcc", "clang"))),
-                    reason="torch.compile's Triton kernels need a C compiler, and this machine has none")
-def test_compile_trains_a_step(compose_toy, tmp_path: Path):
-    ctx = cuda_context(compose_toy, tmp_path, "loss=ce", "trainer.compile=true", "trainer.max_steps_per_epoch=2")
+@pytest.mark.compile
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.skipif(not HAS_COMPILER, reason="torch.compile's kernels need a C compiler, and this machine has none")
+def test_compile_trains_a_step(device: str, compose_toy, tmp_path: Path):
+    ctx = gpu_path_context(compose_toy, tmp_path, device, "loss=ce", "trainer.compile=true",
+                           "trainer.max_steps_per_epoch=2")
     stage, _ = student_stage(ctx, tmp_path / "student.ckpt")
     assert stage.forward._compiled_call_impl is not None
     stats = stage._read_epoch_stats(1, stage.train_epoch(1))
     assert math.isfinite(stats["train/loss"])
 
 
-def test_shared_teacher_outputs_are_stored_in_bf16_and_train_the_student(compose_toy, tmp_path: Path):
-    ctx = cuda_context(compose_toy, tmp_path, "loss=kd", "trainer.max_steps_per_epoch=2",
-                       f"paths.teacher_cache={tmp_path / 'cache'}")
+@pytest.mark.parametrize("device", DEVICES)
+def test_shared_teacher_outputs_are_stored_in_bf16_and_train_the_student(device: str, compose_toy, tmp_path: Path):
+    ctx = gpu_path_context(compose_toy, tmp_path, device, "loss=kd", "trainer.max_steps_per_epoch=2",
+                           f"paths.teacher_cache={tmp_path / 'cache'}")
     stage, _ = student_stage(ctx, tmp_path / "student.ckpt")
     share_teacher_outputs(ctx, stage, stage.module)
     stats = stage._read_epoch_stats(1, stage.train_epoch(1))

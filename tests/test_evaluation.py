@@ -42,3 +42,23 @@ def test_accuracy_from_counts_by_hand():
     assert acc.per_class == pytest.approx([50.0, 100.0, 100.0, 200 / 3])
     assert (acc.head, acc.medium, acc.tail) == pytest.approx((75.0, 100.0, 200 / 3))  # mean over the group's classes
     assert acc.overall == pytest.approx(500 / 7)  # over images, not classes
+
+
+def test_predictions_come_from_float32_logits_under_bf16_autocast():
+    """Two classes whose logits differ by less than bf16 resolves near 1 (2^-7): bf16 logits tie and argmax
+    would pick class 0, the lower index (a head class); the float32 head tells them apart."""
+    from ltkd.models.base import FeatureNet
+    from ltkd.runtime import Runtime
+
+    classifier = nn.Linear(1, 2)
+    with torch.no_grad():
+        classifier.weight.fill_(0.0)
+        classifier.bias.copy_(torch.tensor([1.0, 1.001]))
+    model = FeatureNet([nn.Identity()], classifier)
+    images, labels = torch.ones(4, 1, 1, 1), torch.ones(4, dtype=torch.long)  # every image is class 1
+    runtime = Runtime(torch.device("cpu"), bf16=True, channels_last=False)
+    with runtime.autocast():
+        tied, _ = model(images)
+    assert tied.dtype == torch.bfloat16 and bool((tied[:, 0] == tied[:, 1]).all())  # the tie is real
+    correct, total = class_counts(model, [(images, labels)], 2, runtime.autocast)
+    assert correct.tolist() == [0, 4] and total.tolist() == [0, 4]

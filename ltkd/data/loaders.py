@@ -150,6 +150,7 @@ class DeviceLoader:
         # storage when asked so that its batches are plain slices already in that format.
         self.images = F.pad(images, (pad,) * 4) if train else images.contiguous(memory_format=memory_format)
         self.labels = labels.to(self.device, torch.int64)
+        self.scale = torch.tensor(255.0, device=self.device)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
 
@@ -161,7 +162,9 @@ class DeviceLoader:
         return _num_batches(samples, self.batch_size, self.max_steps)
 
     def _normalize(self, batch: Tensor) -> Tensor:
-        return batch.float().div_(255).sub_(self.mean).div_(self.std)
+        # by a device tensor, not the number 255: CUDA divides by a host scalar as a multiply by its
+        # reciprocal, which differs from torchvision's ToTensor division in the last bit
+        return batch.float().div_(self.scale).sub_(self.mean).div_(self.std)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         steps, size = len(self), self.batch_size

@@ -88,8 +88,11 @@ class FeatureNet(nn.Module):
             preact_feats.append(pre)
             feats.append(x)
         pooled = x.mean(dim=(2, 3))
-        logits = self.classifier(self.dropout(pooled))
-        return logits, {"feats": feats, "preact_feats": preact_feats, "pooled_feat": pooled}
+        return self.forward_head(pooled), {"feats": feats, "preact_feats": preact_feats, "pooled_feat": pooled}
+
+    def forward_head(self, pooled: Tensor) -> Tensor:
+        """The logits from `features["pooled_feat"]` (dropout, then the classifier)."""
+        return self.classifier(self.dropout(pooled))
 
 
 def conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1,
