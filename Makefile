@@ -58,7 +58,7 @@ demo: $(STAMP)  ## CPU-sized run on real CIFAR-100-LT (γ=100): teacher, KD and 
 
 cpu-scale: $(addprefix cpu-scale-seed-,$(SEEDS))  ## reduced-scale evidence on real CIFAR-100-LT γ=100 (resnet20 -> resnet8, 20 epochs; SEEDS="0 1 2"): teacher, KD, LTKD, LTKD rebalance-only and reweight-only, mean ± std, group masses; seeds in parallel with make -j3 (then OMP_NUM_THREADS=1)
 	$(PY) scripts/group_mass.py multirun/cpu_scale_cifar100_lt_g100  # runs made before group masses existed
-	$(PY) scripts/make_table.py multirun/cpu_scale_cifar100_lt_g100 --name cpu_scale_cifar100_lt_g100
+	$(PY) scripts/make_table.py multirun/cpu_scale_cifar100_lt_g100 --name cpu_scale_cifar100_lt_g100 --archive
 
 cpu-scale-seed-%: $(STAMP)
 	$(PY) -m ltkd.train -m $(CPU_SCALE)/seed$* seed=$* loss=kd,ltkd
@@ -67,10 +67,14 @@ cpu-scale-seed-%: $(STAMP)
 
 reproduce-table: $(STAMP)  ## run a paper table's sweep (TABLE=cifar100_lt|tinyimagenet_lt|imagenet_lt|ablation|cifar100_lt_g100_resnet32x4_resnet8x4) and tabulate it; JOBS=N runs N jobs at once (one device, teacher shared)
 	$(PY) -m ltkd.train -m experiment=table_$(TABLE) sweep_name=table_$(TABLE)_$(SCALE) $(if $(filter smoke,$(SCALE)),$(SMOKE_ARGS),) $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS),)
-	$(PY) scripts/make_table.py multirun/table_$(TABLE)_$(SCALE) --name $(TABLE)$(if $(filter smoke,$(SCALE)),_smoke,)
+	$(PY) scripts/make_table.py multirun/table_$(TABLE)_$(SCALE) --name $(TABLE)$(if $(filter smoke,$(SCALE)),_smoke,) --archive
 
-table: $(STAMP)  ## tabulate any folder of runs: make table RUNS=multirun/<sweep> [NAME=...]
-	$(PY) scripts/make_table.py $(RUNS) $(if $(NAME),--name $(NAME),)
+table: $(STAMP)  ## tabulate a folder of runs, its runs kept in results/runs/<NAME>: make table RUNS=multirun/<sweep> [NAME=...]; no RUNS: every committed table again from results/runs/, byte for byte
+ifdef RUNS
+	$(PY) scripts/make_table.py $(RUNS) $(if $(NAME),--name $(NAME),) --archive
+else
+	for runs in results/runs/*/; do $(PY) scripts/make_table.py $${runs%/} --name $$(basename $$runs) || exit 1; done
+endif
 
 wheelhouse: $(STAMP)  ## wheels for an offline GPU node: ltkd + what a PyTorch image lacks (WHEEL_PYTHON=3.12 WHEEL_PLATFORM=manylinux2014_x86_64 WHEEL_WITH=wandb)
 	$(PY) scripts/wheelhouse.py --out wheelhouse --python $(WHEEL_PYTHON) --platform $(WHEEL_PLATFORM) $(foreach w,$(WHEEL_WITH),--with $(w))

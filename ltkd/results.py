@@ -77,14 +77,29 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
-def _variants(runs: list[dict]) -> list[str]:
-    """For runs of one method on one setting: a label of the config values in which each run differs."""
+def _differing(runs: list[dict]) -> list[dict[str, object]]:
+    """For runs of one setting: each run's config values at the keys in which the runs differ."""
     flats = [{k: v for k, v in _flatten(m.get("config", {})).items() if not k.startswith(IGNORED_KEYS)}
              for m in runs]
     # a loss key some runs lack was stored by runs made before each loss had its own keys: it never mattered
     keys = sorted({k for f in flats for k in f if len({repr(g.get(k)) for g in flats}) > 1
                    and not (k.startswith("loss.") and any(k not in g for g in flats))})
-    return [", ".join(f"{k.split('.')[-1]}={f.get(k)}" for k in keys) for f in flats]
+    return [{k: f.get(k) for k in keys} for f in flats]
+
+
+def _label(values: dict[str, object]) -> str:
+    return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in values.items())
+
+
+def _variants(runs: list[dict]) -> list[str]:
+    """For runs of one method on one setting: a label of the config values in which each run differs."""
+    return [_label(d) for d in _differing(runs)]
+
+
+def _teacher_variants(runs: list[dict]) -> list[str]:
+    """For all runs of one setting: a label of the teacher's own settings (`teacher.*`) in which they differ,
+    so that two different teachers (e.g. `teacher.objective`) are two rows, not one row of two "seeds"."""
+    return [_label({k: v for k, v in d.items() if k.startswith("teacher.")}) for d in _differing(runs)]
 
 
 def accuracies(which: str) -> Callable[[dict, str], dict[str, float] | None]:
@@ -101,19 +116,24 @@ def collect(paths: Iterable[Path], which: str = "final",
     read = read or accuracies(which)
     runs = [json.loads(path.read_text()) for path in paths]
     by_method: dict[tuple, list[dict]] = defaultdict(list)
+    by_setting: dict[tuple, list[dict]] = defaultdict(list)
     for m in runs:
         key = (m["dataset"], float(m["imbalance_factor"]), m["teacher_arch"], m["student_arch"], m["loss"])
         by_method[key].append(m)
+        by_setting[key[:-1]].append(m)
+    teacher_variant = {id(m): v for group in by_setting.values()
+                       for m, v in zip(group, _teacher_variants(group), strict=True)}
     cells: dict[tuple, Cell] = {}
     teachers_seen: set[tuple] = set()
     for (*base, loss), group in by_method.items():
         for m, variant in zip(group, _variants(group), strict=True):
             scale = (m["epochs"], m.get("max_steps_per_epoch"))
             entries = [(loss, variant, read(m, "student"), m["student"].get("wall_time_s"))]
-            teacher_id, teacher_values = (*base[:3], m["seed"], m["teacher"].get("source")), read(m, "teacher")
+            teacher_id = (*base[:3], m["seed"], m["teacher"].get("source"), teacher_variant[id(m)])
+            teacher_values = read(m, "teacher")
             if teacher_id not in teachers_seen and teacher_values is not None:
                 teachers_seen.add(teacher_id)
-                entries.append(("teacher", "", teacher_values, m["teacher"].get("wall_time_s")))
+                entries.append(("teacher", teacher_variant[id(m)], teacher_values, m["teacher"].get("wall_time_s")))
             for method, label, values, wall in entries:
                 if values is None:
                     continue

@@ -1,14 +1,18 @@
 #!/usr/bin/env python
 """Collect every metrics.json under RUNS_DIR into results/<name>.md, .csv and .png.
 
-    python scripts/make_table.py multirun/table_cifar100_lt_full --name cifar100_lt
+    python scripts/make_table.py multirun/table_cifar100_lt_full --name cifar100_lt --archive
+    python scripts/make_table.py results/runs/cifar100_lt --name cifar100_lt   # the same table, again
     python scripts/make_table.py outputs/ --which best --name my_sweep
+
+`--archive` first copies each run's metrics.json and config.yaml (a few KiB) to results/runs/<name>/ and
+tabulates those copies: commit them with the table and anyone can make it again, byte for byte (`make table`).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
+import shutil
 import sys
 from pathlib import Path
 
@@ -26,6 +30,24 @@ from ltkd.results import (
     write_table,
 )
 
+RUN_FILES = ("metrics.json", "config.yaml")  # what a table needs of a run, and what says how it was made
+
+
+def archive(paths: list[Path], root: Path, dest: Path) -> list[Path]:
+    """Copy the `RUN_FILES` of each run (a metrics.json in `paths`, found under `root`) to the same relative
+    folder under `dest`, which is replaced. Returns the copies' metrics.json paths."""
+    if root.resolve() == dest.resolve():
+        return paths  # tabulating the archive itself
+    shutil.rmtree(dest, ignore_errors=True)
+    for path in paths:
+        folder = path.parent
+        target = dest / folder.resolve().relative_to(root.resolve())
+        target.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            if (folder / name).is_file():
+                shutil.copyfile(folder / name, target / name)
+    return find_metrics(dest)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,22 +56,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results"), help="output folder (default results/)")
     parser.add_argument("--which", choices=("final", "best"), default="final",
                         help="final epoch (default, as the paper reports) or best test epoch")
+    parser.add_argument("--archive", action="store_true",
+                        help="copy each run's metrics.json and config.yaml to <out>/runs/<name>/ and tabulate those")
     args = parser.parse_args(argv)
     paths = find_metrics(args.runs_dir)
     if not paths:
         print(f"error: no metrics.json under {args.runs_dir}", file=sys.stderr)
         return 2
+    name = args.name or args.runs_dir.resolve().name
+    if args.archive:
+        paths = archive(paths, args.runs_dir, args.out / "runs" / name)
+        args.runs_dir = args.out / "runs" / name
     cells = collect(paths, args.which)
     try:
         check_consistent(cells)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    name = args.name or args.runs_dir.resolve().name
     reduced = is_reduced(cells)
+    which = "" if args.which == "final" else f" --which {args.which}"
     header = (f"# {name}: {args.which}-epoch test accuracy (%)\n\n"
-              f"From {len(paths)} runs under `{args.runs_dir}`, tabulated {dt.date.today().isoformat()} by "
-              f"`python scripts/make_table.py {' '.join(sys.argv[1:]) if argv is None else ' '.join(argv)}`. "
+              f"From {len(paths)} runs under `{args.runs_dir}`, tabulated by "
+              f"`python scripts/make_table.py {args.runs_dir} --name {name}{which}`. "
               "Each run's command, commit, device and date are in its metrics.json (`config`, `commit`, `device`, "
               "`date`). Paper columns: the published numbers (results/published.csv); diff = ours - paper.")
     header += "\n\n" + provenance(paths)

@@ -119,3 +119,69 @@ def test_loss_keys_stored_only_by_runs_made_before_per_method_configs_do_not_spl
     write_run(tmp_path, "kd", 2, 44.0, 14.0, config={"seed": 2, "loss": {"name": "kd", "alpha": 0.5}})
     kd = [c for c in collect(find_metrics(tmp_path)) if c.method == "kd"]
     assert sorted((c.variant, c.seeds) for c in kd) == [("alpha=0.5", [2]), ("alpha=0.9", [0, 1])]
+
+
+def _make_table():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TABLE_FILES = (".md", ".csv", ".png")
+
+
+def test_an_archived_table_is_made_again_from_its_archive_byte_for_byte(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runs = Path("multirun")
+    for seed in (0, 1):
+        for loss in ("kd", "ltkd"):
+            write_run(runs, loss, seed, 40.0 + seed, 10.0 + seed)
+    for run in runs.iterdir():
+        (run / "config.yaml").write_text(f"seed: {run.name}\n")
+        (run / "student.pt").write_bytes(b"weights")
+    make_table = _make_table()
+    assert make_table.main([str(runs), "--name", "t", "--archive"]) == 0
+    archived = Path("results/runs/t")
+    assert sorted(p.relative_to(archived).as_posix() for p in archived.rglob("*") if p.is_file()) == sorted(
+        f"{run.name}/{name}" for run in runs.iterdir() for name in ("config.yaml", "metrics.json"))
+    assert f"From 4 runs under `{archived}`" in Path("results/t.md").read_text()
+    first = {ext: Path("results/t").with_suffix(ext).read_bytes() for ext in TABLE_FILES}
+    for ext in TABLE_FILES:
+        Path("results/t").with_suffix(ext).unlink()
+    assert make_table.main([str(archived), "--name", "t"]) == 0  # what `make table` runs for each archive
+    assert {ext: Path("results/t").with_suffix(ext).read_bytes() for ext in TABLE_FILES} == first
+
+
+def test_an_archive_made_again_drops_the_runs_of_the_last_one(tmp_path: Path):
+    write_run(tmp_path / "a", "kd", 0, 40.0, 10.0)
+    write_run(tmp_path / "b", "ltkd", 0, 50.0, 20.0)
+    make_table, out = _make_table(), tmp_path / "results"
+    assert make_table.main([str(tmp_path / "a"), "--name", "t", "--out", str(out), "--archive"]) == 0
+    assert make_table.main([str(tmp_path / "b"), "--name", "t", "--out", str(out), "--archive"]) == 0
+    assert [json.loads(p.read_text())["loss"] for p in find_metrics(out / "runs" / "t")] == ["ltkd"]
+
+
+REPO = Path(__file__).resolve().parent.parent
+COMMITTED = sorted(p.name for p in (REPO / "results" / "runs").glob("*/"))
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_every_committed_table_is_made_again_from_its_runs_byte_for_byte(name: str, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / f"{name}.md").write_text((REPO / "results" / f"{name}.md").read_text())  # its reading is kept
+    assert _make_table().main([f"results/runs/{name}", "--name", name, "--out", str(out)]) == 0
+    for made in sorted(p for p in out.iterdir() if p.suffix in (".md", ".csv")):
+        assert made.read_bytes() == (REPO / "results" / made.name).read_bytes(), made.name
+
+
+def test_two_teachers_of_one_setting_are_two_rows_not_two_seeds(tmp_path: Path):
+    for objective in ("ce", "logit_adjusted"):
+        write_run(tmp_path, "kd", 0, 40.0, 10.0, config={"seed": 0, "teacher": {"objective": objective}})
+    teachers = [c for c in collect(find_metrics(tmp_path)) if c.method == "teacher"]
+    assert [(c.label, c.seeds) for c in teachers] == [("teacher (objective=ce)", [0]),
+                                                      ("teacher (objective=logit_adjusted)", [0])]
