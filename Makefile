@@ -56,12 +56,13 @@ demo: $(STAMP)  ## CPU-sized run on real CIFAR-100-LT (γ=100): teacher, KD and 
 	$(PY) -m ltkd.train -m experiment=demo loss=kd,ltkd sweep_name=demo
 	$(PY) scripts/make_table.py multirun/demo --name demo --out multirun/demo
 
-cpu-scale: $(addprefix cpu-scale-seed-,$(SEEDS))  ## reduced-scale evidence on real CIFAR-100-LT γ=100 (resnet20 -> resnet8, 20 epochs; SEEDS="0 1 2"): teacher, KD, LTKD, LTKD rebalance-only and reweight-only, mean ± std, group masses; seeds in parallel with make -j3 (then OMP_NUM_THREADS=1)
+cpu-scale: $(addprefix cpu-scale-seed-,$(SEEDS))  ## reduced-scale evidence on real CIFAR-100-LT γ=100 (resnet20 -> resnet8, 20 epochs; SEEDS="0 1 2"): teacher, KD, LTKD, BKD, KD/LTKD from a logit-adjusted teacher, LTKD rebalance-only and reweight-only, mean ± std, group masses; seeds in parallel with make -j3 (then OMP_NUM_THREADS=1)
 	$(PY) scripts/group_mass.py multirun/cpu_scale_cifar100_lt_g100  # runs made before group masses existed
 	$(PY) scripts/make_table.py multirun/cpu_scale_cifar100_lt_g100 --name cpu_scale_cifar100_lt_g100 --archive
 
 cpu-scale-seed-%: $(STAMP)
-	$(PY) -m ltkd.train -m $(CPU_SCALE)/seed$* seed=$* loss=kd,ltkd
+	$(PY) -m ltkd.train -m $(CPU_SCALE)/seed$* seed=$* loss=kd,ltkd,bkd
+	$(PY) -m ltkd.train -m $(CPU_SCALE)/seed$* seed=$* teacher.objective=logit_adjusted loss=kd,ltkd
 	$(PY) -m ltkd.train -m $(CPU_SCALE)/seed$* seed=$* loss=ltkd loss.reweight=false
 	$(PY) -m ltkd.train -m $(CPU_SCALE)/seed$* seed=$* loss=ltkd loss.rebalance=none
 
