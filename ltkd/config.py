@@ -322,7 +322,7 @@ def _validate(run: RunConfig) -> None:
     require(tr.batch_size >= 1, f"trainer.batch_size: {tr.batch_size}; must be >= 1")
     require(tr.eval_batch_size >= 1, f"trainer.eval_batch_size: {tr.eval_batch_size}; must be >= 1")
     require(tr.lr > 0 and tr.light_lr > 0, f"trainer.lr: {tr.lr:g} / light_lr {tr.light_lr:g}; must be > 0")
-    require(tr.momentum >= 0, f"trainer.momentum: {tr.momentum:g}; must be >= 0")
+    require(0 <= tr.momentum < 1, f"trainer.momentum: {tr.momentum:g}; must be in [0, 1)")
     require(tr.weight_decay >= 0, f"trainer.weight_decay: {tr.weight_decay:g}; must be >= 0")
     require(0 < tr.lr_decay <= 1, f"trainer.lr_decay: {tr.lr_decay:g}; must be in (0, 1]")
     require(list(tr.lr_milestones) == sorted(tr.lr_milestones),
