@@ -82,7 +82,7 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> tuple[int, str]:
     except Preempted as exc:
         return exc.exit_code, str(exc)
     except (LTKDError, OSError) as exc:
-        if cfg.get("debug", False):
+        if cfg.get("debug") is True:  # not a truthy string or number: those are refused like any bad value
             raise
         error = exc if isinstance(exc, LTKDError) else OutputError.from_os_error(exc)
         return error.exit_code, f"error: {error}"

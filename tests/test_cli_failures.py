@@ -40,6 +40,9 @@ def one_line(stderr: str) -> str:
      "trainer.lr_milestones=[1,2]"),
     ("trainer.epoch=3", "error: trainer.epoch: unknown config key; allowed keys here: batch_size, "),
     ("dataset.imbalance_factor=abc", "error: dataset.imbalance_factor: expected a finite number, got 'abc'"),
+    ("debug=maybe", "error: debug: expected true or false, got 'maybe'"),  # not re-raised as if debug were on
+    ("debug=1", "error: debug: expected true or false, got 1"),
+    ("trainer.compile=yes", "error: trainer.compile: expected true or false, got 'yes'"),
 ])
 def test_unknown_options_keys_and_bad_values_are_one_line_and_status_2(override: str, message: str,
                                                                        fake_cifar_root: Path, tmp_path: Path):
