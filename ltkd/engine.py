@@ -349,10 +349,10 @@ class Stage:
         bad_step = int(all_reduce_min(first_bad, self.dist).item())
         bad_step = -1 if bad_step == no_bad else bad_step
         if bad_step >= 0:
-            raise NonFiniteLoss(
-                f"[{self.name}] non-finite loss at epoch {epoch}, step {bad_step}; the last good checkpoint "
-                f"is kept in {self.checkpoint_path} (lower trainer.lr or check the data)"
-            )
+            kept = (f"the last good checkpoint is kept in {self.checkpoint_path}" if self.checkpoint_path.exists()
+                    else "no checkpoint was saved yet")
+            raise NonFiniteLoss(f"[{self.name}] non-finite loss at epoch {epoch}, step {bad_step}; {kept} "
+                                "(lower trainer.lr or check the data)")
         steps = max(float(sums.steps.item()), 1.0)
         stats = {f"train/{n}": float(v) / steps for n, v in zip(sums.names, sums.loss_terms.tolist(), strict=True)}
         stats["train/loss"] = sum(stats.values())
