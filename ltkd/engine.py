@@ -117,9 +117,10 @@ class StopSignal:
     """Records SIGTERM / SIGUSR1 (how Slurm announces preemption) and SIGINT (Ctrl-C), and carries the run's
     deadline (time.time() at which trainer.time_limit runs out), so the loop can stop cleanly before either."""
 
-    def __init__(self, deadline: float | None = None) -> None:
+    def __init__(self, deadline: float | None = None, started: float | None = None) -> None:
         self.received: int | None = None
         self.deadline = deadline
+        self.started = time.time() if started is None else started  # when the job started (its start-up)
 
     def reason(self) -> str | None:
         """Why the loop should stop now ("stop signal", "time limit"), or None to go on."""

@@ -72,9 +72,10 @@ OmegaConf.register_new_resolver("run_dir", run_dir_name, replace=True)
 def execute(cfg: DictConfig, run_dir: Path, command: str) -> tuple[int, str]:
     """Validate and run one job; returns (exit status, the one-line reason when it is not 0)."""
     from ltkd import pipeline
+    from ltkd.deadline import job_start
     from ltkd.engine import Preempted, StopSignal
 
-    stop = StopSignal()
+    stop = StopSignal(started=job_start())
     try:
         with stop.installed():
             pipeline.run(load_config(cfg), run_dir, command, stop)
