@@ -21,7 +21,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from ltkd.checks import check_fractions, check_positive, require
 from ltkd.data.datasets import DATASETS
-from ltkd.deadline import parse_duration
+from ltkd.deadline import STOP_MARGIN_S, parse_duration
 from ltkd.distillers import METHODS, LossConfig
 from ltkd.errors import ConfigError, first_line
 from ltkd.models import available_models, model_name
@@ -322,7 +322,7 @@ def _validate(run: RunConfig) -> None:
     require(tr.batch_size >= 1, f"trainer.batch_size: {tr.batch_size}; must be >= 1")
     require(tr.eval_batch_size >= 1, f"trainer.eval_batch_size: {tr.eval_batch_size}; must be >= 1")
     require(tr.lr > 0 and tr.light_lr > 0, f"trainer.lr: {tr.lr:g} / light_lr {tr.light_lr:g}; must be > 0")
-    require(tr.momentum >= 0, f"trainer.momentum: {tr.momentum:g}; must be >= 0")
+    require(0 <= tr.momentum < 1, f"trainer.momentum: {tr.momentum:g}; must be in [0, 1)")
     require(tr.weight_decay >= 0, f"trainer.weight_decay: {tr.weight_decay:g}; must be >= 0")
     require(0 < tr.lr_decay <= 1, f"trainer.lr_decay: {tr.lr_decay:g}; must be in (0, 1]")
     require(list(tr.lr_milestones) == sorted(tr.lr_milestones),
@@ -336,10 +336,12 @@ def _validate(run: RunConfig) -> None:
     require(tr.num_workers >= 0, f"trainer.num_workers: {tr.num_workers}; must be >= 0")
     if tr.time_limit is not None:
         try:
-            parse_duration(tr.time_limit)
+            budget = parse_duration(tr.time_limit)
         except ValueError:
             raise ConfigError(f"trainer.time_limit: {tr.time_limit!r}; allowed: a positive duration such as 90s, "
                               "8m, 1h30m, or seconds") from None
+        require(budget > STOP_MARGIN_S, f"trainer.time_limit: {tr.time_limit!r}; must be more than the "
+                f"{STOP_MARGIN_S:g} s stop margin plus start-up")
     require(bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", tr.device)),
             f"trainer.device: '{tr.device}'; allowed: auto, cpu, cuda, cuda:N")
     if run.logger.name == "wandb":

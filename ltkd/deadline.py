@@ -41,9 +41,23 @@ def parse_duration(value: str | float) -> float:
     return seconds
 
 
+_first_job_start: float | None = None  # when this process started (mark_launch), until its first job takes it
+
+
 def mark_launch() -> None:
-    """Record now as the command's launch time, unless a wrapper (or a parent process) already did."""
-    os.environ.setdefault(LAUNCH_TIME_ENV, repr(time.time()))
+    """Record now as the command's launch time, unless a wrapper (or a parent process) already did, and as
+    the start of this process's first job."""
+    global _first_job_start
+    _first_job_start = time.time()
+    os.environ.setdefault(LAUNCH_TIME_ENV, repr(_first_job_start))
+
+
+def job_start() -> float:
+    """When the job about to run started: this process's launch for its first job (imports and composing the
+    config count as its start-up), now for each later one (the jobs of a sequential sweep)."""
+    global _first_job_start
+    start, _first_job_start = _first_job_start or time.time(), None
+    return start
 
 
 def deadline_for(time_limit: str | float | None) -> float | None:

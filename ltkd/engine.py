@@ -117,9 +117,10 @@ class StopSignal:
     """Records SIGTERM / SIGUSR1 (how Slurm announces preemption) and SIGINT (Ctrl-C), and carries the run's
     deadline (time.time() at which trainer.time_limit runs out), so the loop can stop cleanly before either."""
 
-    def __init__(self, deadline: float | None = None) -> None:
+    def __init__(self, deadline: float | None = None, started: float | None = None) -> None:
         self.received: int | None = None
         self.deadline = deadline
+        self.started = time.time() if started is None else started  # when the job started (its start-up)
 
     def reason(self) -> str | None:
         """Why the loop should stop now ("stop signal", "time limit"), or None to go on."""
@@ -349,10 +350,10 @@ class Stage:
         bad_step = int(all_reduce_min(first_bad, self.dist).item())
         bad_step = -1 if bad_step == no_bad else bad_step
         if bad_step >= 0:
-            raise NonFiniteLoss(
-                f"[{self.name}] non-finite loss at epoch {epoch}, step {bad_step}; the last good checkpoint "
-                f"is kept in {self.checkpoint_path} (lower trainer.lr or check the data)"
-            )
+            kept = (f"the last good checkpoint is kept in {self.checkpoint_path}" if self.checkpoint_path.exists()
+                    else "no checkpoint was saved yet")
+            raise NonFiniteLoss(f"[{self.name}] non-finite loss at epoch {epoch}, step {bad_step}; {kept} "
+                                "(lower trainer.lr or check the data)")
         steps = max(float(sums.steps.item()), 1.0)
         stats = {f"train/{n}": float(v) / steps for n, v in zip(sums.names, sums.loss_terms.tolist(), strict=True)}
         stats["train/loss"] = sum(stats.values())

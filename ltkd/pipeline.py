@@ -5,6 +5,7 @@ last."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from omegaconf import OmegaConf
 from ltkd.build import build_context, load_data
 from ltkd.checkpoint import atomic_write_bytes
 from ltkd.config import RunConfig, run_identity
-from ltkd.deadline import deadline_for
+from ltkd.deadline import STOP_MARGIN_S, deadline_for, parse_duration
 from ltkd.distributed import barrier, init_from_env, place_on_local_device
 from ltkd.engine import StopSignal
 from ltkd.errors import ConfigError, first_line
@@ -62,6 +63,7 @@ def run(cfg: RunConfig, run_dir: Path, command: str = "", stop: StopSignal | Non
         atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg.to_dict()).encode())
     stop.deadline = deadline_for(cfg.trainer.time_limit)
     if not dist_info.enabled:  # under torchrun the ranks agree on stopping inside the step loop
+        check_budget_fits(cfg.trainer.time_limit, stop)
         stop.check("during start-up")
     logger = build_logger(cfg, run_dir) if main else NullLogger()
     ctx = build_context(cfg, run_dir, data=data, runtime=runtime, logger=logger, stop=stop, dist=dist_info)
@@ -82,6 +84,18 @@ def run(cfg: RunConfig, run_dir: Path, command: str = "", stop: StopSignal | Non
         ctx.logger.finish()
     barrier(dist_info)
     return metrics
+
+
+def check_budget_fits(time_limit: str | float | None, stop: StopSignal) -> None:
+    """ConfigError when the time limit runs out within this job's own start-up and the stop margin: no step
+    could run, and every re-run would stop here again (a budget spent by earlier jobs is a stop, status 75)."""
+    if time_limit is None or stop.reason() != "time limit":
+        return
+    start_up = time.time() - stop.started
+    if start_up + STOP_MARGIN_S >= parse_duration(time_limit):
+        raise ConfigError(f"trainer.time_limit: {time_limit!r} ran out during start-up; a re-run would stop "
+                          f"there again; must be more than {math.ceil(start_up + STOP_MARGIN_S)}s (start-up "
+                          f"{start_up:.0f} s plus the {STOP_MARGIN_S:g} s stop margin)")
 
 
 def check_same_identity(cfg: RunConfig, run_dir: Path) -> None:

@@ -72,9 +72,10 @@ OmegaConf.register_new_resolver("run_dir", run_dir_name, replace=True)
 def execute(cfg: DictConfig, run_dir: Path, command: str) -> tuple[int, str]:
     """Validate and run one job; returns (exit status, the one-line reason when it is not 0)."""
     from ltkd import pipeline
+    from ltkd.deadline import job_start
     from ltkd.engine import Preempted, StopSignal
 
-    stop = StopSignal()
+    stop = StopSignal(started=job_start())
     try:
         with stop.installed():
             pipeline.run(load_config(cfg), run_dir, command, stop)
@@ -82,7 +83,7 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> tuple[int, str]:
     except Preempted as exc:
         return exc.exit_code, str(exc)
     except (LTKDError, OSError) as exc:
-        if cfg.get("debug", False):
+        if cfg.get("debug") is True:  # not a truthy string or number: those are refused like any bad value
             raise
         error = exc if isinstance(exc, LTKDError) else OutputError.from_os_error(exc)
         return error.exit_code, f"error: {error}"

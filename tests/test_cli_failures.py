@@ -19,6 +19,8 @@ from ltkd.errors import INTERRUPTED_EXIT_CODE, OUTPUT_ERROR_EXIT_CODE, PREEMPTED
 from ltkd.teacher_cache import TeacherCache, teacher_key
 from ltkd.train import execute
 from tests.conftest import toy_overrides
+from tests.fakedata import write_fake_cifar100
+from tests.test_data_cifar import drop_test_class
 from tests.test_reliability import KILL_POINTS, LONGER, start_cli, wait_for
 from tests.test_train import run_cli
 
@@ -40,12 +42,24 @@ def one_line(stderr: str) -> str:
      "trainer.lr_milestones=[1,2]"),
     ("trainer.epoch=3", "error: trainer.epoch: unknown config key; allowed keys here: batch_size, "),
     ("dataset.imbalance_factor=abc", "error: dataset.imbalance_factor: expected a finite number, got 'abc'"),
+    ("debug=maybe", "error: debug: expected true or false, got 'maybe'"),  # not re-raised as if debug were on
+    ("debug=1", "error: debug: expected true or false, got 1"),
+    ("trainer.compile=yes", "error: trainer.compile: expected true or false, got 'yes'"),
 ])
 def test_unknown_options_keys_and_bad_values_are_one_line_and_status_2(override: str, message: str,
                                                                        fake_cifar_root: Path, tmp_path: Path):
     proc = run_cli(*toy_overrides(fake_cifar_root, tmp_path / "cache"), override, cwd=tmp_path)  # no hydra.run.dir
     assert proc.returncode == 2
     assert one_line(proc.stderr).startswith(message)
+
+
+def test_a_class_without_test_images_stops_before_training(tmp_path: Path):
+    drop_test_class(write_fake_cifar100(tmp_path / "data", per_class_train=12, per_class_test=3), 99)
+    run = tmp_path / "run"
+    proc = run_cli(*toy_overrides(tmp_path / "data", tmp_path / "cache", f"hydra.run.dir={run}"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "the test set has no image of class 99 ('class_99'" in one_line(proc.stderr)
+    assert not (run / "checkpoints").exists() and not (tmp_path / "cache").exists()  # no teacher trained
 
 
 def test_a_long_override_list_still_names_a_valid_directory(fake_cifar_root: Path, tmp_path: Path):

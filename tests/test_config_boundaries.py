@@ -3,6 +3,8 @@ with a message that starts with the field's name (a check off by one, or a messa
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from functools import cache
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from ltkd.config import MAX_SEED, RunConfig, load_config, scaled_milestones, unknown_key_message
+from ltkd.distillers import METHODS
 from ltkd.errors import ConfigError
 from ltkd.models import available_models
 from ltkd.train import CONFIG_DIR
@@ -50,7 +53,7 @@ ACCEPTED = [
     ("trainer.lr_milestones=[150,180,240]",),                          # a milestone at the last epoch
     ("trainer.batch_size=1",), ("trainer.eval_batch_size=1",),
     ("trainer.lr=0.000001", "trainer.light_lr=0.000001"),
-    ("trainer.momentum=0",), ("trainer.weight_decay=0",), ("trainer.lr_decay=1",),
+    ("trainer.momentum=0",), ("trainer.momentum=0.999",), ("trainer.weight_decay=0",), ("trainer.lr_decay=1",),
     ("trainer.max_steps_per_epoch=1",), ("trainer.eval_every=1",), ("trainer.checkpoint_every=1",),
     ("trainer.num_workers=0",), ("trainer.time_limit=90s",),
     ("teacher.lr=0.5",), ("student.lr=0.5",),
@@ -90,7 +93,9 @@ REFUSED = [
     ("trainer.eval_batch_size=0", "trainer.eval_batch_size: 0; must be >= 1"),
     ("trainer.lr=0", "trainer.lr: 0 / light_lr 0.01; must be > 0"),
     ("trainer.light_lr=0", "trainer.lr: 0.05 / light_lr 0; must be > 0"),
-    ("trainer.momentum=-0.1", "trainer.momentum: -0.1; must be >= 0"),
+    ("trainer.momentum=-0.1", "trainer.momentum: -0.1; must be in [0, 1)"),
+    ("trainer.momentum=1", "trainer.momentum: 1; must be in [0, 1)"),
+    ("trainer.momentum=5", "trainer.momentum: 5; must be in [0, 1)"),
     ("trainer.weight_decay=-0.0001", "trainer.weight_decay: -0.0001; must be >= 0"),
     ("trainer.lr_decay=0", "trainer.lr_decay: 0; must be in (0, 1]"),
     ("trainer.lr_decay=1.5", "trainer.lr_decay: 1.5; must be in (0, 1]"),
@@ -173,6 +178,38 @@ def test_a_value_of_the_wrong_type_names_its_key(section, key, value, message: s
     with pytest.raises(ConfigError) as info:
         load_config(raw)
     assert str(info.value) == message
+
+
+def _bool_keys(cls: type, prefix: str = "") -> list[str]:
+    """The dotted keys of every bool field of the dataclass `cls` and its sections."""
+    keys = []
+    for name, tp in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(tp):
+            keys += _bool_keys(tp, f"{prefix}{name}.")
+        elif tp is bool:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+BOOL_KEYS = _bool_keys(RunConfig) + [f"loss.{k}" for k in _bool_keys(METHODS["ltkd"].config)]
+
+
+def test_every_bool_field_is_checked():
+    assert {"debug", "resume", "deterministic", "trainer.compile", "loss.reweight"} <= set(BOOL_KEYS)
+
+
+@pytest.mark.parametrize("key", BOOL_KEYS)
+@pytest.mark.parametrize("value", ["maybe", 1, 0])
+def test_a_bool_field_refuses_anything_but_true_or_false(key: str, value, tmp_path: Path):
+    raw = _plain(tmp_path)
+    *parents, name = key.split(".")
+    section = raw
+    for part in parents:
+        section = section[part]
+    section[name] = value
+    with pytest.raises(ConfigError) as info:
+        load_config(raw)
+    assert str(info.value) == f"{key}: expected true or false, got {value!r}"
 
 
 def test_a_missing_required_key_is_named_and_a_missing_optional_one_takes_its_default(tmp_path: Path):

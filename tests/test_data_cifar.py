@@ -97,6 +97,26 @@ def test_wrong_content(tmp_path):
         build_dataset("cifar100_lt", tmp_path, imbalance_factor=2, n_max=2, download=False)
 
 
+def drop_test_class(base: Path, label: int) -> None:
+    """Remove every image of class `label` from the fake CIFAR test pickle under `base`."""
+    with open(base / "test", "rb") as f:
+        content = pickle.load(f)
+    keep = [i for i, y in enumerate(content["fine_labels"]) if y != label]
+    content = {**content, "data": content["data"][keep], "fine_labels": [content["fine_labels"][i] for i in keep],
+               "coarse_labels": [content["coarse_labels"][i] for i in keep],
+               "filenames": [content["filenames"][i] for i in keep]}
+    with open(base / "test", "wb") as f:
+        pickle.dump(content, f)
+
+
+def test_a_class_without_test_images_is_refused(tmp_path):
+    drop_test_class(write_fake_cifar100(tmp_path, per_class_train=2, per_class_test=1), 99)
+    with pytest.raises(DataError) as info:
+        build_dataset("cifar100_lt", tmp_path, imbalance_factor=2, n_max=2, download=False)
+    assert str(info.value) == (f"cifar100_lt under {tmp_path}: the test set has no image of class 99 ('class_99'; "
+                               "1 of 100 classes have none); every class needs at least one test image")
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"name": "cifar10_lt"}, "expected one of cifar100_lt, tinyimagenet_lt, imagenet_lt"),
     ({"imbalance_factor": 0.5}, "imbalance_factor: 0.5"),

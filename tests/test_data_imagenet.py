@@ -43,13 +43,18 @@ def test_split_files(imagenet_root, tmp_path):
     train = [(f"train/{wnids[c]}/{wnids[c]}_{i}.JPEG", c)
              for c, n in enumerate((5, 3, 1, 0)) for i in range(n)]
     split = write_split_file(tmp_path / "ImageNet_LT_train.txt", train)
-    test_entries = [(f"train/{wnids[0]}/{wnids[0]}_7.JPEG", 0)]
+    test_entries = [(f"train/{wnids[0]}/{wnids[0]}_7.JPEG", 0)] + [(f"train/{w}/{w}_0.JPEG", c)
+                                                                  for c, w in enumerate(wnids) if c]
     write_split_file(imagenet_root / "imagenet" / "ImageNet_LT_test.txt", test_entries)
     data = build_dataset("imagenet_lt", imagenet_root, imbalance_factor=10, split_file=str(split),
                          test_split_file="ImageNet_LT_test.txt")  # relative: looked up under imagenet/
     assert data.train_counts == [5, 3, 1, 0] and data.train.labels.tolist() == [c for _, c in train]
     assert data.train.paths[0] == str(imagenet_root / "imagenet" / train[0][0])
-    assert len(data.test) == 1 and data.test.paths[0].endswith("_7.JPEG")
+    assert len(data.test) == 4 and data.test.paths[0].endswith("_7.JPEG")
+    write_split_file(imagenet_root / "imagenet" / "ImageNet_LT_test.txt", test_entries[:1])
+    with pytest.raises(DataError, match=r"no image of class 1 \('n\d+'; 3 of 4 classes have none\)"):
+        build_dataset("imagenet_lt", imagenet_root, imbalance_factor=10, split_file=str(split),
+                      test_split_file="ImageNet_LT_test.txt")
 
 
 @pytest.mark.parametrize(("line", "match"), [("train/x.JPEG", r"expected 'relative/path\.JPEG label'"),

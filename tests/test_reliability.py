@@ -121,12 +121,30 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(compose_toy, t
 
     monkeypatch.setattr(Distiller, "forward", poisoned)
     cfg = load_config(compose_toy("loss=kd", "trainer.epochs=3", "trainer.lr_milestones=[2]"))
-    with pytest.raises(NonFiniteLoss, match=r"non-finite loss at epoch 2, step 0"):
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss at epoch 2, step 0; the last good checkpoint is "
+                       r"kept in .*student\.ckpt \(lower trainer\.lr"):
         pipeline.run(cfg, tmp_path / "run")
     kept = load_checkpoint(tmp_path / "run" / "checkpoints" / "student.ckpt")
     assert kept["next_epoch"] == 2
     assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_non_finite_loss_in_the_first_epoch_claims_no_checkpoint(compose_toy, tmp_path: Path, monkeypatch):
+    original = Distiller.forward
+
+    def poisoned(self, images, target, epoch):
+        logits, losses = original(self, images, target, epoch)
+        if self.teacher is not None:
+            losses["loss_ce"] = losses["loss_ce"] * float("nan")
+        return logits, losses
+
+    monkeypatch.setattr(Distiller, "forward", poisoned)
+    cfg = load_config(compose_toy("loss=kd", "trainer.epochs=3", "trainer.lr_milestones=[2]"))
+    with pytest.raises(NonFiniteLoss) as info:
+        pipeline.run(cfg, tmp_path / "run")
+    assert "non-finite loss at epoch 1, step 0; no checkpoint was saved yet (lower trainer.lr" in str(info.value)
+    assert not (tmp_path / "run" / "checkpoints" / "student.ckpt").exists()
 
 
 def test_truncated_student_checkpoint_is_reported_not_retrained(compose_toy, tmp_path: Path):

@@ -3,6 +3,7 @@ re-running continues exactly; a parallel multirun honours the budget in every jo
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from ltkd.data.loaders import DeviceLoader
 from ltkd.deadline import LAUNCH_TIME_ENV, STOP_MARGIN_S, parse_duration
 from ltkd.distillers import build_distiller
 from ltkd.engine import PREEMPTED_EXIT_CODE, Preempted, Stage, StopSignal
+from ltkd.errors import ConfigError
 from ltkd.loggers import NullLogger
 from ltkd.models import create_model
 from ltkd.runtime import Runtime
@@ -97,3 +99,21 @@ def test_spent_budget_exits_75_and_rerunning_continues_in_the_same_run_dir(fake_
     finished = run_cli(*args, cwd=tmp_path)  # no budget now: the same run directory, completed
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert (run_dir / "metrics.json").exists()
+
+
+def test_a_budget_within_start_up_and_the_margin_is_refused_not_stopped(fake_cifar_root: Path, tmp_path: Path):
+    """16 s minus the 15 s margin runs out during start-up (torch alone takes longer to import) on every re-run:
+    refused (status 2), not a stop (status 75) re-run for ever."""
+    args = toy_overrides(fake_cifar_root, tmp_path / "cache", "loss=kd", f"hydra.run.dir={tmp_path / 'run'}")
+    proc = run_cli(*args, "trainer.time_limit=16s", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert re.fullmatch(r"error: trainer\.time_limit: '16s' ran out during start-up; a re-run would stop there "
+                        r"again; must be more than (\d+)s \(start-up \d+ s plus the 15 s stop margin\)", lines[0])
+
+
+def test_a_budget_no_longer_than_the_stop_margin_is_refused_up_front(compose_toy):
+    with pytest.raises(ConfigError, match=r"^trainer\.time_limit: '15s'; must be more than the 15 s stop margin"):
+        load_config(compose_toy("trainer.time_limit=15s"))
+    assert load_config(compose_toy("trainer.time_limit=16s")).trainer.time_limit == "16s"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ltkd.data import cifar, imagenet, tinyimagenet
 from ltkd.data.base import ImageSet, LongTailedData
 from ltkd.data.spec import DatasetSpec, ReadRequest
+from ltkd.errors import DataError
 
 __all__ = ["DATASETS", "DATASET_NAMES", "DatasetSpec", "ImageSet", "LongTailedData", "build_dataset"]
 
@@ -29,7 +32,8 @@ def build_dataset(name: str, root: str | Path, *, imbalance_factor: float, seed:
 
     The layout under `root` and whether it is downloaded are the dataset's reader's; `n_max` (images of the
     largest class) defaults to the spec's; `seed` picks the subset; split files only where the spec
-    supports them. ValueError for bad arguments (the run config checks them up front), DataError for bad data.
+    supports them. ValueError for bad arguments (the run config checks them up front), DataError for bad
+    data and for a class without a test image.
     """
     spec = dataset_spec(name)
     n_max = spec.n_max if n_max is None else n_max
@@ -37,5 +41,18 @@ def build_dataset(name: str, root: str | Path, *, imbalance_factor: float, seed:
         given = split_file if split_file is not None else test_split_file
         supported = [s.name for s in DATASETS.values() if s.split_files]
         raise ValueError(f"split_file: {given}; split files are for {', '.join(supported)} only, use null")
-    return spec.read(ReadRequest(Path(root).expanduser(), imbalance_factor, seed, download, n_max, split_file,
+    data = spec.read(ReadRequest(Path(root).expanduser(), imbalance_factor, seed, download, n_max, split_file,
                                  test_split_file))
+    _check_test_classes(data, root)
+    return data
+
+
+def _check_test_classes(data: LongTailedData, root: str | Path) -> None:
+    """DataError naming the first class without a test image (its accuracy would count as 0 % in its group)."""
+    counts = torch.bincount(data.test.labels, minlength=data.num_classes)
+    empty = (counts == 0).nonzero().flatten().tolist()
+    if empty:
+        first = empty[0]
+        raise DataError(f"{data.name} under {root}: the test set has no image of class {first} "
+                        f"('{data.class_names[first]}'; {len(empty)} of {data.num_classes} classes have none); "
+                        "every class needs at least one test image")
