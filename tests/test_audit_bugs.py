@@ -1,0 +1,101 @@
+"""Tests that catch bugs an audit planted (issue 27 C): each fails with its bug in place."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from ltkd import pipeline
+from ltkd.config import load_config
+from ltkd.data import split_groups
+from ltkd.data.loaders import DeviceLoader
+from ltkd.distillers import KD, build_distiller
+from ltkd.distillers.kd import KDConfig
+from ltkd.engine import Stage, StopSignal
+from ltkd.evaluation import accuracy_from_counts, class_counts
+from ltkd.loggers import NullLogger
+from ltkd.models import create_model
+from ltkd.runtime import Runtime
+from tests.test_fast_path import CLASSES, MEAN, STD, toy_problem
+
+CPU = Runtime(torch.device("cpu"), bf16=False, channels_last=False)
+
+
+def toy_stage(cfg, module, checkpoint: Path) -> Stage:
+    """A stage of `module` on a small toy problem (CPU, no logger, no stop signal)."""
+    train, test = toy_problem(4, seed=0), toy_problem(2, seed=1)
+    loader = DeviceLoader(train.images, train.labels, batch_size=20, train=True, mean=MEAN, std=STD, pad=4,
+                          device="cpu", seed=0)
+    test_batches = DeviceLoader(test.images, test.labels, batch_size=100, train=False, mean=MEAN, std=STD, pad=0,
+                                device="cpu")
+    groups = split_groups([1] * CLASSES)
+
+    def evaluate():
+        return accuracy_from_counts(*class_counts(module.student, test_batches, CLASSES, CPU.autocast), groups)
+
+    return Stage("student", module, module.trainable_parameters(), train_loader=loader, evaluate=evaluate,
+                 trainer=cfg.trainer, lr=0.05, runtime=CPU, checkpoint_path=checkpoint, logger=NullLogger(),
+                 stop=StopSignal())
+
+
+def test_the_distiller_gets_the_1_based_epoch_and_epoch_1_has_its_warmed_up_kd_term(compose_toy, tmp_path: Path,
+                                                                                     monkeypatch):
+    """Planted: `self.forward(images, labels, epoch - 1)` in Stage.train_epoch (warm-up 0 at epoch 1)."""
+    cfg = load_config(compose_toy("trainer.epochs=2", "trainer.lr_milestones=[2]",
+                                  "trainer.max_steps_per_epoch=null"))
+    seen: list[int] = []
+    distill = KD.distill_loss
+
+    def recording(self, *args):
+        seen.append(args[-1])
+        return distill(self, *args)
+
+    monkeypatch.setattr(KD, "distill_loss", recording)
+    torch.manual_seed(0)
+    student, teacher = create_model("resnet8", CLASSES), create_model("resnet8", CLASSES)
+    loss_cfg = KDConfig(name="kd", ce_weight=1.0, warmup_epochs=4, logit_adjust_tau=0.0, alpha=1.0,
+                        temperature=4.0)
+    module = build_distiller(loss_cfg, student, teacher.eval(), class_to_group=torch.zeros(CLASSES, dtype=torch.long),
+                             train_counts=[1] * CLASSES, input_size=32)
+    history = toy_stage(cfg, module, tmp_path / "kd.ckpt").run(resume=False).history
+    assert sorted(set(seen)) == [1, 2]
+    kd = [record["train/loss_kd"] for record in history]
+    assert kd[0] > 0 and kd[1] > kd[0]  # warm-up 1/4 then 2/4 of a similar term
+
+
+def test_explicit_teacher_and_student_lr_are_what_the_optimizers_use(compose_toy, tmp_path: Path):
+    """Planted: the stage built with the recipe's lr (`cfg.stage_lr(arch, None)`) whatever teacher.lr says."""
+    cfg = load_config(compose_toy("loss=ce", "trainer.epochs=1", "trainer.lr_milestones=[1]", "teacher.lr=0.0123",
+                                  "student.lr=0.0456", f"paths.teacher_cache={tmp_path / 'cache'}"))
+    assert cfg.trainer.lr not in (0.0123, 0.0456) and cfg.trainer.light_lr not in (0.0123, 0.0456)
+    metrics = pipeline.run(cfg, tmp_path / "run")
+    assert [r["lr"] for r in metrics["teacher"]["history"]] == [pytest.approx(0.0123)]
+    assert [r["lr"] for r in metrics["student"]["history"]] == [pytest.approx(0.0456)]
+
+
+class OneHotBN(nn.Module):
+    """Logits = BatchNorm(images flattened): in eval mode (running stats 0 / 1) the one-hot images themselves;
+    in train mode a batch of one class normalises every column to 0 (argmax: class 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(4, affine=False)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, dict]:
+        return self.bn(images.flatten(1)), {}
+
+
+def test_evaluation_runs_the_model_in_eval_mode():
+    """Planted: `model.eval()` removed from class_counts."""
+    labels = torch.tensor([2, 2, 2])
+    images = nn.functional.one_hot(labels, 4).float()
+    model = OneHotBN().train()
+    with torch.no_grad():
+        assert model(images)[0].argmax(1).tolist() == [0, 0, 0]  # train mode gets them wrong
+    correct, total = class_counts(model, [(images, labels)], 4, nullcontext)
+    assert correct.tolist() == [0, 0, 3, 0] and total.tolist() == [0, 0, 3, 0]
+    assert model.training
