@@ -13,20 +13,20 @@ from ltkd import pipeline
 from ltkd.config import load_config
 from ltkd.data import split_groups
 from ltkd.data.loaders import DeviceLoader
-from ltkd.distillers import KD, build_distiller
+from ltkd.distillers import KD, ReviewKD, build_distiller
 from ltkd.distillers.kd import KDConfig
-from ltkd.engine import Stage, StopSignal
+from ltkd.engine import Preempted, Stage, StopSignal
 from ltkd.evaluation import accuracy_from_counts, class_counts
 from ltkd.loggers import NullLogger
 from ltkd.models import create_model
 from ltkd.runtime import Runtime
-from tests.test_fast_path import CLASSES, MEAN, STD, toy_problem
+from tests.test_fast_path import CLASSES, MEAN, PLAIN_CE, STD, toy_problem
 
 CPU = Runtime(torch.device("cpu"), bf16=False, channels_last=False)
 
 
-def toy_stage(cfg, module, checkpoint: Path) -> Stage:
-    """A stage of `module` on a small toy problem (CPU, no logger, no stop signal)."""
+def toy_stage(cfg, module, checkpoint: Path, stop: StopSignal | None = None) -> Stage:
+    """A stage of `module` on a small toy problem (CPU, no logger; two steps an epoch)."""
     train, test = toy_problem(4, seed=0), toy_problem(2, seed=1)
     loader = DeviceLoader(train.images, train.labels, batch_size=20, train=True, mean=MEAN, std=STD, pad=4,
                           device="cpu", seed=0)
@@ -39,7 +39,7 @@ def toy_stage(cfg, module, checkpoint: Path) -> Stage:
 
     return Stage("student", module, module.trainable_parameters(), train_loader=loader, evaluate=evaluate,
                  trainer=cfg.trainer, lr=0.05, runtime=CPU, checkpoint_path=checkpoint, logger=NullLogger(),
-                 stop=StopSignal())
+                 stop=stop or StopSignal())
 
 
 def test_the_distiller_gets_the_1_based_epoch_and_epoch_1_has_its_warmed_up_kd_term(compose_toy, tmp_path: Path,
@@ -99,3 +99,53 @@ def test_evaluation_runs_the_model_in_eval_mode():
     correct, total = class_counts(model, [(images, labels)], 4, nullcontext)
     assert correct.tolist() == [0, 0, 3, 0] and total.tolist() == [0, 0, 3, 0]
     assert model.training
+
+
+class Dropped(nn.Module):
+    """resnet8 with dropout on its logits: training draws from the global RNG."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net, self.drop = create_model("resnet8", CLASSES), nn.Dropout(0.5)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, dict]:
+        logits, features = self.net(images)
+        return self.drop(logits), features
+
+
+def _dropout_stage(cfg, checkpoint: Path, stop: StopSignal | None = None) -> Stage:
+    torch.manual_seed(0)
+    module = build_distiller(PLAIN_CE, Dropped(), None, class_to_group=torch.zeros(CLASSES, dtype=torch.long),
+                             train_counts=[1] * CLASSES, input_size=32)
+    return toy_stage(cfg, module, checkpoint, stop)
+
+
+def test_resume_restores_the_rng_so_dropout_continues_exactly(compose_toy, tmp_path: Path):
+    """Planted: `set_rng_state(state["rng"])` left out of Stage._restore."""
+    cfg = load_config(compose_toy("trainer.epochs=2", "trainer.lr_milestones=[2]",
+                                  "trainer.max_steps_per_epoch=null"))
+    reference = _dropout_stage(cfg, tmp_path / "reference.ckpt").run(resume=False)
+    checkpoint = tmp_path / "stopped.ckpt"
+    with pytest.raises(Preempted, match="checkpoint saved at epoch 1, step 1 "):
+        _dropout_stage(cfg, checkpoint, StopSignal(deadline=0.0)).run(resume=False)
+    resumed = _dropout_stage(cfg, checkpoint).run(resume=True)
+    losses = [[r["train/loss"] for r in result.history] for result in (resumed, reference)]
+    assert losses[0] == losses[1]
+
+
+def test_reviewkd_abfs_take_the_students_channels_when_the_widths_differ():
+    """Planted: the ABFs' input channels taken from the teacher's levels (resnet8 vs resnet8x4: 4x wider)."""
+    torch.manual_seed(0)
+    student, teacher = create_model("resnet8", CLASSES), create_model("resnet8x4", CLASSES).eval()
+    distiller = ReviewKD(student, teacher, alpha=1.0, input_size=32)
+    images = torch.randn(2, 3, 32, 32)
+    _, features_s = student(images)
+    with torch.no_grad():
+        _, features_t = teacher(images)
+    levels_s, levels_t = distiller.student_levels(features_s), distiller.teacher_levels(features_t)
+    assert [f.shape[1] for f in levels_s] != [f.shape[1] for f in levels_t]
+    assert [abf.conv1[0].in_channels for abf in distiller.abfs] == [f.shape[1] for f in levels_s]
+    assert [abf.conv2[0].out_channels for abf in distiller.abfs] == [f.shape[1] for f in levels_t]
+    _, losses = distiller(images, torch.tensor([0, 1]), 1)
+    losses["loss_kd"].backward()
+    assert torch.isfinite(losses["loss_kd"]) and distiller.abfs[0].conv1[0].weight.grad is not None
