@@ -149,3 +149,15 @@ def test_reviewkd_abfs_take_the_students_channels_when_the_widths_differ():
     _, losses = distiller(images, torch.tensor([0, 1]), 1)
     losses["loss_kd"].backward()
     assert torch.isfinite(losses["loss_kd"]) and distiller.abfs[0].conv1[0].weight.grad is not None
+
+
+def test_each_table_column_shows_its_own_spread():
+    """Planted: every column formatted with the overall column's std (`c.std("overall")`)."""
+    from ltkd.results import Cell, to_rows
+
+    seeds = {"head": [70.0, 72.0], "medium": [50.0, 56.0], "tail": [20.0, 30.0], "overall": [48.0, 49.0]}
+    cell = Cell("cifar100_lt", 100, "resnet32x4", "resnet8x4", "kd", values=dict(seeds), seeds=[0, 1])
+    (row,) = to_rows([cell], {})
+    # the sample std of two values a, b is |a - b| / sqrt(2)
+    assert {col: row[col] for col in seeds} == {"head": "71.00 ± 1.41", "medium": "53.00 ± 4.24",
+                                                "tail": "25.00 ± 7.07", "overall": "48.50 ± 0.71"}
