@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,11 +16,12 @@ from ltkd.data import split_groups
 from ltkd.data.loaders import DeviceLoader
 from ltkd.distillers import KD, ReviewKD, build_distiller
 from ltkd.distillers.kd import KDConfig
-from ltkd.engine import Preempted, Stage, StopSignal
+from ltkd.engine import EpochSums, Preempted, Stage, StopSignal
 from ltkd.evaluation import accuracy_from_counts, class_counts
 from ltkd.loggers import NullLogger
 from ltkd.models import create_model
 from ltkd.runtime import Runtime
+from tests.test_distributed import _join, spawn
 from tests.test_fast_path import CLASSES, MEAN, PLAIN_CE, STD, toy_problem
 
 CPU = Runtime(torch.device("cpu"), bf16=False, channels_last=False)
@@ -161,3 +163,23 @@ def test_each_table_column_shows_its_own_spread():
     # the sample std of two values a, b is |a - b| / sqrt(2)
     assert {col: row[col] for col in seeds} == {"head": "71.00 ± 1.41", "medium": "53.00 ± 4.24",
                                                 "tail": "25.00 ± 7.07", "overall": "48.50 ± 0.71"}
+
+
+def _epoch_stats_worker(rank: int, init_file: str, out: dict) -> None:
+    """One step on each rank: loss_ce 1 + rank, a step statistic 10 · (1 + rank), rank + 1 of 4 images right."""
+    info = _join(rank, init_file)
+    sums = EpochSums.zeros(torch.device("cpu"))
+    sums.add_losses(["loss_ce"], torch.tensor([1.0 + rank]))
+    sums.add_statistics({"ltkd/stat": torch.tensor(10.0 * (1 + rank))})
+    sums.correct += rank + 1
+    sums.seen += 4
+    sums.steps += 1
+    stage = SimpleNamespace(dist=info, name="student", checkpoint_path=Path(init_file))
+    out[rank] = Stage._read_epoch_stats(stage, 1, sums)  # type: ignore[arg-type]
+
+
+def test_step_statistics_are_averaged_over_the_ranks_like_the_losses(tmp_path: Path):
+    """Planted: `sums.stat_terms` left out of the epoch's all-reduce in Stage._read_epoch_stats."""
+    stats = spawn(_epoch_stats_worker, str(tmp_path / "init"))
+    expected = {"train/loss_ce": 1.5, "train/loss": 1.5, "train/acc": 37.5, "ltkd/stat": 15.0}
+    assert stats[0] == pytest.approx(expected) and stats[1] == pytest.approx(expected)
