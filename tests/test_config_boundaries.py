@@ -4,6 +4,7 @@ with a message that starts with the field's name (a check off by one, or a messa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from functools import cache
 from pathlib import Path
@@ -63,7 +64,12 @@ ACCEPTED = [
 
 @pytest.mark.parametrize("overrides", ACCEPTED, ids=lambda o: " ".join(o))
 def test_the_last_allowed_value_loads(overrides: tuple[str, ...], tmp_path: Path):
-    _load(tmp_path, *overrides)
+    loaded = _load(tmp_path, *overrides)
+    for override in overrides:  # each value is there as given (a group: its name)
+        key, value = override.split("=", 1)
+        got: object = functools.reduce(getattr, key.split("."), loaded)
+        got = list(got) if isinstance(got, tuple) else getattr(got, "name", got)
+        assert got == yaml.safe_load(value), override
 
 
 def test_an_existing_teacher_checkpoint_is_accepted(tmp_path: Path):

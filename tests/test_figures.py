@@ -80,3 +80,15 @@ def test_table_figure_legend_covers_no_bar_and_a_method_keeps_its_colour_in_ever
     kd = [bar for ax in fig.axes for bars in ax.containers if bars.get_label() == "kd" for bar in bars]
     assert len(kd) == 4 and len({bar.get_facecolor() for bar in kd}) == 1  # 2 pairs x tail, overall
     plt.close(fig)
+
+
+def test_per_class_plot_orders_classes_by_group_not_by_index():
+    """Class c has count c + 1 (tail first by index): the curves run head to tail, counts and accuracies alike."""
+    counts = [c + 1 for c in range(10)]
+    groups = {"head": [9, 8, 7], "medium": [6, 5, 4, 3], "tail": [2, 1, 0]}
+    fig = per_class_figure(counts, groups, {"student": [float(c) for c in range(10)]}, "t")
+    ax, right = fig.axes
+    (curve,) = [line for line in right.get_lines() if line.get_label() == "training images"]
+    (student,) = [line for line in ax.get_lines() if line.get_label() == "student"]
+    assert list(curve.get_ydata()) == list(range(10, 0, -1))
+    assert list(student.get_ydata()) == [float(c) for c in range(9, -1, -1)]

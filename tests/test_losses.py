@@ -115,6 +115,22 @@ def test_ltkd_parts_are_the_decomposition_terms() -> None:
     torch.testing.assert_close(reweighted, expected, rtol=1e-12, atol=0)
 
 
+def test_ltkd_on_a_hand_worked_example() -> None:
+    """Teacher p = (.4, .2 | .3, .1), student uniform, groups {0, 1} {2, 3}, T = 2, α = 2, β = 5, written out."""
+    ln = math.log
+    t = 2.0 * torch.tensor([[0.4, 0.2, 0.3, 0.1]], dtype=torch.float64).log()  # softmax(t / 2) = p
+    s = torch.zeros(1, 4, dtype=torch.float64)
+    groups = torch.tensor([0, 0, 1, 1])
+    cross = 0.6 * ln(0.6 / 0.5) + 0.4 * ln(0.4 / 0.5)  # KL(bᵀ = (.6, .4) ‖ bˢ = (.5, .5))
+    within = (2 / 3 * ln(4 / 3) + 1 / 3 * ln(2 / 3),  # KL((2/3, 1/3) ‖ (1/2, 1/2))
+              0.75 * ln(1.5) + 0.25 * ln(0.5))  # KL((3/4, 1/4) ‖ (1/2, 1/2))
+    mass_weighted = 4.0 * (2.0 * cross + 5.0 * (0.6 * within[0] + 0.4 * within[1]))
+    uniform_weighted = 4.0 * (2.0 * cross + 5.0 * (within[0] + within[1]) / 2)
+    for reweight, expected in ((False, mass_weighted), (True, uniform_weighted)):
+        loss = ltkd_loss(s, t, groups, 2.0, 5.0, 2.0, rebalance=False, reweight=reweight)
+        assert loss.item() == pytest.approx(expected, rel=1e-12), reweight
+
+
 def test_dkd_matches_reference_formula() -> None:
     s, t = _logits(16, 10, scale=3.0, seed=9), _logits(16, 10, scale=3.0, seed=10)
     target = torch.randint(0, 10, (16,), generator=torch.Generator().manual_seed(0))
