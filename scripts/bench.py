@@ -43,7 +43,7 @@ from ltkd.engine import Stage
 from ltkd.evaluation import class_counts
 from ltkd.losses import ltkd_loss
 from ltkd.models import create_model
-from ltkd.train import CONFIG_DIR
+from ltkd.recipes import CONFIG_DIR
 
 EPOCHS = 240
 

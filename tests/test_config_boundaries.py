@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from ltkd.config import MAX_SEED, RunConfig, load_config, scaled_milestones, unknown_key_message
 from ltkd.errors import ConfigError
 from ltkd.models import available_models
-from ltkd.train import CONFIG_DIR
+from ltkd.recipes import CONFIG_DIR
 
 
 @cache
