@@ -20,7 +20,7 @@ from ltkd.recipes import recipe_epochs
 from ltkd.reporting import COLUMNS, pyplot
 
 METHOD_ORDER = ("teacher", *METHODS)
-PUBLISHED = Path(__file__).resolve().parent.parent / "results" / "published.csv"
+PUBLISHED = Path(__file__).resolve().parent / "published.csv"
 
 
 @dataclass

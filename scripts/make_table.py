@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
               f"From {len(paths)} runs under `{args.runs_dir}`, tabulated {dt.date.today().isoformat()} by "
               f"`python scripts/make_table.py {' '.join(sys.argv[1:]) if argv is None else ' '.join(argv)}`. "
               "Each run's command, commit, device and date are in its metrics.json (`config`, `commit`, `device`, "
-              "`date`). Paper columns: the published numbers (results/published.csv); diff = ours - paper.")
+              "`date`). Paper columns: the published numbers (ltkd/published.csv); diff = ours - paper.")
     header += "\n\n" + provenance(paths)
     if reduced:
         header += ("\n\n**REDUCED SCALE (smoke/demo: fewer epochs or capped steps). These numbers check the "
