@@ -44,7 +44,7 @@ test: lint  ## ruff, then the test suite without the slow tests (tiny fake data;
 test-all: lint  ## ruff, then every test, the slow ones included
 	$(PY) -m pytest -q -m '' $(PYTEST_ARGS)
 
-mutation: $(STAMP)  ## mutation testing (mutmut; settings in pyproject.toml) of the losses, distillers and config checks; writes results/quality/
+mutation: $(STAMP)  ## mutation testing (mutmut; settings in pyproject.toml) of the losses, distillers and config checks; writes docs/quality/
 	$(PY) -m pip install --quiet '$(MUTMUT)'
 	nice -n 19 $(VENV)/bin/mutmut run --max-children $(MUTATION_CHILDREN)
 	# the mutants not killed so far, again: against the tests written since (mutmut keeps other results)

@@ -25,6 +25,7 @@ from ltkd.deadline import STOP_MARGIN_S, parse_duration
 from ltkd.distillers import METHODS, LossConfig
 from ltkd.errors import ConfigError, first_line
 from ltkd.models import available_models, model_name
+from ltkd.recipes import recipe_epochs
 
 __all__ = ["LossConfig", "RunConfig", "load_config", "run_identity", "unknown_key_message"]
 
@@ -368,8 +369,7 @@ def scaled_milestones(milestones: tuple[int, ...], recipe_epochs: int, epochs: i
 
 def _milestones_message(run: RunConfig) -> str:
     """The error for milestones beyond the epochs (they would never take effect), with the milestones scaled
-    from the dataset's recipe length (`results.recipe_epochs`) to `trainer.epochs` as a ready override."""
-    from ltkd.results import recipe_epochs  # reads the recipe's yaml from the config folder
+    from the dataset's recipe length (`recipes.recipe_epochs`) to `trainer.epochs` as a ready override."""
 
     tr = run.trainer
     scaled = scaled_milestones(tr.lr_milestones, recipe_epochs(run.dataset.name), tr.epochs)

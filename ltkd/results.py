@@ -7,7 +7,6 @@ tail, overall as mean ± std over seeds; the paper's published numbers beside ou
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import math
 import statistics
@@ -16,14 +15,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
 from ltkd.distillers import METHODS
+from ltkd.recipes import recipe_epochs
 from ltkd.reporting import COLUMNS, pyplot
-from ltkd.train import CONFIG_DIR
 
 METHOD_ORDER = ("teacher", *METHODS)
-PUBLISHED = Path(__file__).resolve().parent.parent / "results" / "published.csv"
+PUBLISHED = Path(__file__).resolve().parent / "published.csv"
 
 
 @dataclass
@@ -179,26 +176,6 @@ def fmt(mean: float | None, std: float | None) -> str:
     if mean is None:
         return ""
     return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
-
-
-@functools.cache
-def recipe_epochs(dataset: str) -> int:
-    """The epochs of `dataset`'s published recipe: the trainer its dataset yaml selects (`override
-    /trainer@_global_.trainer: <recipe>` in its defaults), else configs/trainer/default.yaml."""
-    return int(_trainer_preset(_recipe_name(dataset)).epochs)
-
-
-def _recipe_name(dataset: str) -> str:
-    defaults = OmegaConf.load(Path(CONFIG_DIR) / "dataset" / f"{dataset}.yaml").get("defaults", [])
-    overrides = [entry for item in defaults if isinstance(item, DictConfig)
-                 for key, entry in item.items() if str(key).startswith("override /trainer")]
-    return str(overrides[-1]) if overrides else "default"
-
-
-def _trainer_preset(name: str) -> DictConfig:
-    preset = OmegaConf.load(Path(CONFIG_DIR) / "trainer" / f"{name}.yaml")
-    parents = [_trainer_preset(parent) for parent in preset.pop("defaults", [])]
-    return OmegaConf.merge(*parents, preset)
 
 
 def is_reduced(cells: Iterable[Cell]) -> bool:

@@ -39,12 +39,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ltkd.config import load_config, unknown_key_message
 from ltkd.errors import STOPPED_EXIT_CODES, USER_ERROR_EXIT_CODE, LTKDError, OutputError, first_line
+from ltkd.recipes import CONFIG_DIR
 from ltkd.sweep import record_outcome
 
-_PACKAGE = Path(__file__).resolve().parent
-# the installed wheel's copy; in a checkout ltkd/configs links to the top-level configs/ (used directly where a
-# copy of the checkout lost the link)
-CONFIG_DIR = str(_PACKAGE / "configs" if (_PACKAGE / "configs").is_dir() else _PACKAGE.parent / "configs")
 MAX_OVERRIDES_IN_NAME = 120  # longer override lists are cut and suffixed with their hash (file names <= 255)
 
 

@@ -39,8 +39,8 @@ def teacher_cache_for(overrides: list[str]) -> TeacherCache:
     from hydra.core.global_hydra import GlobalHydra
 
     from ltkd.config import load_config
+    from ltkd.recipes import CONFIG_DIR
     from ltkd.runtime import resolve_runtime
-    from ltkd.train import CONFIG_DIR
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):

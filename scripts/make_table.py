@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
               f"From {len(paths)} runs under `{args.runs_dir}`, tabulated by "
               f"`python scripts/make_table.py {args.runs_dir} --name {name}{which}`. "
               "Each run's command, commit, device and date are in its metrics.json (`config`, `commit`, `device`, "
-              "`date`). Paper columns: the published numbers (results/published.csv); diff = ours - paper.")
+              "`date`). Paper columns: the published numbers (ltkd/published.csv); diff = ours - paper.")
     header += "\n\n" + provenance(paths)
     if reduced:
         header += ("\n\n**REDUCED SCALE (smoke/demo: fewer epochs or capped steps). These numbers check the "

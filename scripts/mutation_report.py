@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""Write the score and the surviving mutants of the last `mutmut run` to results/quality/<label>.md / .json.
+"""Write the score and the surviving mutants of the last `mutmut run` to docs/quality/<label>.md / .json.
 
     python scripts/mutation_report.py --label mutation   # after `mutmut run` (make mutation does both)
 
 Score = killed / tested (mutmut's own: timeouts count as killed, skipped mutants are not tested). Each
-survivor is listed with its diff, to be killed by a test or explained in results/quality/README.md.
+survivor is listed with its diff, to be killed by a test or explained in docs/quality/README.md.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def git(*args: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--label", default="mutation", help="output name under --out (default: mutation)")
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "quality")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "quality")
     args = parser.parse_args(argv)
     mutmut("export-cicd-stats")
     stats = json.loads((ROOT / "mutants" / "mutmut-cicd-stats.json").read_text())

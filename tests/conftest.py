@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from ltkd.train import CONFIG_DIR
+from ltkd.recipes import CONFIG_DIR
 from tests.fakedata import write_fake_cifar100
 from tests.offline import build_wheelhouse, torch_image_python
 

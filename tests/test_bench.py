@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +36,7 @@ def test_bench_projects_the_row_on_the_cpu(fake_cifar_root: Path, tmp_path: Path
             "--parallel", "2", "--data-root", str(fake_cifar_root), "--out", str(tmp_path),
             "dataset.n_max=12", "teacher.arch=resnet8", "student.arch=resnet8"]
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), *args], capture_output=True,
-                          text=True, cwd=tmp_path, timeout=600)
+                          text=True, cwd=tmp_path, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     (report,) = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
     row = report["row_projection"]

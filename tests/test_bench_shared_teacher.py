@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,9 @@ import pytest
 from ltkd.models import create_model
 from tests.test_train import ROOT
 
-sys.path.insert(0, str(ROOT / "scripts"))
-bench_shared = importlib.import_module("bench_shared_teacher")
+spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
+bench_shared = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench_shared)
 
 
 def test_forward_macs_of_the_headline_pair_match_their_published_cost():
@@ -35,7 +37,7 @@ def test_bench_times_the_students_shared_and_recomputed(fake_cifar_root: Path, t
             str(fake_cifar_root), "--out", str(tmp_path), "dataset.n_max=12", "teacher.arch=resnet8",
             "student.arch=resnet8", "trainer.batch_size=16"]
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), *args], capture_output=True,
-                          text=True, cwd=tmp_path, timeout=600)
+                          text=True, cwd=tmp_path, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     (report,) = [json.loads(p.read_text()) for p in tmp_path.glob("*-shared-teacher.json")]
     assert set(report["students"]) == set(bench_shared.STUDENTS) and len(report["students"]) == 7

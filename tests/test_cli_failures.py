@@ -69,7 +69,7 @@ def test_a_long_override_list_still_names_a_valid_directory(fake_cifar_root: Pat
     import ltkd.train
 
     fractions = "loss.group_fractions=[" + ",".join(["0.01"] * 100) + "]"
-    with initialize_config_dir(config_dir=ltkd.train.CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=ltkd.recipes.CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=toy_overrides(fake_cifar_root, tmp_path, "loss=ltkd", fractions),
                       return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)

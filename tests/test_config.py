@@ -21,8 +21,7 @@ from ltkd.config import (
 )
 from ltkd.errors import ConfigError
 from ltkd.models import model_name
-from ltkd.results import recipe_epochs
-from ltkd.train import CONFIG_DIR
+from ltkd.recipes import CONFIG_DIR, recipe_epochs
 
 
 def test_defaults_compose_to_the_paper_recipe(tmp_path: Path):

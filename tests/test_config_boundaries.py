@@ -18,7 +18,7 @@ from ltkd.config import MAX_SEED, RunConfig, load_config, scaled_milestones, unk
 from ltkd.distillers import METHODS
 from ltkd.errors import ConfigError
 from ltkd.models import available_models
-from ltkd.train import CONFIG_DIR
+from ltkd.recipes import CONFIG_DIR
 
 
 @cache

@@ -18,7 +18,7 @@ from ltkd.build import student_distiller
 from ltkd.config import RunConfig, load_config
 from ltkd.distributed import DistInfo, mean_over_ranks
 from ltkd.losses import ltkd_loss, teacher_group_mean
-from ltkd.train import CONFIG_DIR
+from ltkd.recipes import CONFIG_DIR
 from tests.conftest import toy_overrides
 from tests.test_distiller_wiring import biased_teacher, context
 from tests.test_train import ROOT, run_cli

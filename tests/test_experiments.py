@@ -18,7 +18,7 @@ from ltkd import pipeline, stages
 from ltkd.config import load_config
 from ltkd.engine import PREEMPTED_EXIT_CODE
 from ltkd.errors import CheckpointError
-from ltkd.train import CONFIG_DIR
+from ltkd.recipes import CONFIG_DIR
 from tests.conftest import toy_overrides
 from tests.test_reliability import start_cli, wait_for
 from tests.test_train import ROOT, run_cli

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ltkd import pipeline
 from ltkd.config import load_config
 from ltkd.group_mass import measure
-from ltkd.train import CONFIG_DIR
+from ltkd.recipes import CONFIG_DIR
 from tests.conftest import toy_overrides
 from tests.test_train import ROOT
 

@@ -21,7 +21,7 @@ from ltkd.config import load_config
 from ltkd.data import DATASETS, long_tailed_counts
 from ltkd.distillers import METHODS
 from ltkd.errors import ConfigError
-from ltkd.train import CONFIG_DIR
+from ltkd.recipes import CONFIG_DIR
 
 LOSS_FILE = '''
 """L2 between student and teacher logits (a pure function on tensors)."""

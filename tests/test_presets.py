@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from ltkd.config import load_config
-from ltkd.train import CONFIG_DIR
+from ltkd.recipes import CONFIG_DIR
 from tests.conftest import toy_overrides
 from tests.test_train import ROOT, run_cli
 

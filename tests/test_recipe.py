@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 
 from ltkd import engine, pipeline
 from ltkd.config import load_config
-from ltkd.train import CONFIG_DIR
+from ltkd.recipes import CONFIG_DIR
 from tests.conftest import toy_overrides
 
 RECIPE = ["loss=kd", "trainer.epochs=5", "trainer.max_steps_per_epoch=1", "trainer.lr_milestones=[2,4]",

@@ -19,8 +19,8 @@ from ltkd.config import RunConfig, load_config, run_identity
 from ltkd.errors import ConfigError
 from ltkd.models import create_model
 from ltkd.pipeline import check_same_identity
+from ltkd.recipes import CONFIG_DIR
 from ltkd.teacher_cache import TeacherCache, teacher_key
-from ltkd.train import CONFIG_DIR
 
 
 def compose_default(tmp_path: Path, *overrides: str) -> RunConfig:

@@ -84,7 +84,7 @@ def test_run_directory_is_derived_from_the_config(fake_cifar_root: Path, tmp_pat
     import ltkd.train  # registers the run_dir resolver
 
     overrides = toy_overrides(fake_cifar_root, tmp_path, "loss=kd", "loss.alpha=0.5", "paths.output_root=out")
-    with initialize_config_dir(config_dir=ltkd.train.CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=ltkd.recipes.CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     assert cfg.hydra.run.dir == "out/cifar100_lt-g10/resnet8-resnet8/kd/seed0,dataset.n_max=12,loss.alpha=0.5," \

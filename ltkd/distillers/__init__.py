@@ -25,14 +25,13 @@ from ltkd.distillers.ltkd import LTKD
 from ltkd.distillers.reviewkd import ABF, ReviewKD
 from ltkd.losses import class_log_prior
 
-__all__ = ["ABF", "BKD", "CE", "DKD", "KD", "LOSS_NAMES", "LTKD", "METHODS", "CrossEntropyTerm", "Distiller",
+__all__ = ["ABF", "BKD", "CE", "DKD", "KD", "LTKD", "METHODS", "CrossEntropyTerm", "Distiller",
            "DistillerInputs", "LossConfig", "Method", "ReviewKD", "build_distiller", "method", "warmup_factor"]
 
 # Every method, by `loss.name`, in table order: a new method is its module's METHOD added here (README:
 # adding a method).
 METHODS: dict[str, Method] = {m.name: m for m in (ce.METHOD, kd.METHOD, dkd.METHOD, reviewkd.METHOD, bkd.METHOD,
                                                   ltkd.METHOD)}
-LOSS_NAMES = tuple(METHODS)
 
 
 def method(name: str) -> Method:

@@ -1,0 +1,34 @@
+"""The config folder and the published recipes read from it: the bottom of the package (imports nothing
+else from ltkd)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+_PACKAGE = Path(__file__).resolve().parent
+# the installed wheel's copy; in a checkout ltkd/configs links to the top-level configs/ (used directly where a
+# copy of the checkout lost the link)
+CONFIG_DIR = str(_PACKAGE / "configs" if (_PACKAGE / "configs").is_dir() else _PACKAGE.parent / "configs")
+
+
+@functools.cache
+def recipe_epochs(dataset: str) -> int:
+    """The epochs of `dataset`'s published recipe: the trainer its dataset yaml selects (`override
+    /trainer@_global_.trainer: <recipe>` in its defaults), else configs/trainer/default.yaml."""
+    return int(_trainer_preset(_recipe_name(dataset)).epochs)
+
+
+def _recipe_name(dataset: str) -> str:
+    defaults = OmegaConf.load(Path(CONFIG_DIR) / "dataset" / f"{dataset}.yaml").get("defaults", [])
+    overrides = [entry for item in defaults if isinstance(item, DictConfig)
+                 for key, entry in item.items() if str(key).startswith("override /trainer")]
+    return str(overrides[-1]) if overrides else "default"
+
+
+def _trainer_preset(name: str) -> DictConfig:
+    preset = OmegaConf.load(Path(CONFIG_DIR) / "trainer" / f"{name}.yaml")
+    parents = [_trainer_preset(parent) for parent in preset.pop("defaults", [])]
+    return OmegaConf.merge(*parents, preset)
