@@ -126,11 +126,11 @@ def collect(paths: Iterable[Path], which: str = "final",
         for m, variant in zip(group, _variants(group), strict=True):
             scale = (m["epochs"], m.get("max_steps_per_epoch"))
             entries = [(loss, variant, read(m, "student"), m["student"].get("wall_time_s"))]
-            teacher_id = (*base[:3], m["seed"], m["teacher"].get("source"), teacher_variant[id(m)])
-            teacher_values = read(m, "teacher")
+            teacher_label, teacher_values = teacher_variant[id(m)], read(m, "teacher")
+            teacher_id = (*base[:3], m["seed"], m["teacher"].get("source"), teacher_label)
             if teacher_id not in teachers_seen and teacher_values is not None:
                 teachers_seen.add(teacher_id)
-                entries.append(("teacher", teacher_variant[id(m)], teacher_values, m["teacher"].get("wall_time_s")))
+                entries.append(("teacher", teacher_label, teacher_values, m["teacher"].get("wall_time_s")))
             for method, label, values, wall in entries:
                 if values is None:
                     continue
