@@ -26,6 +26,8 @@ from ltkd.results import (
     load_published,
     plot_table,
     provenance,
+    scan_runs,
+    skipped_note,
     to_rows,
     write_table,
 )
@@ -59,10 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--archive", action="store_true",
                         help="copy each run's metrics.json and config.yaml to <out>/runs/<name>/ and tabulate those")
     args = parser.parse_args(argv)
-    paths = find_metrics(args.runs_dir)
-    if not paths:
-        print(f"error: no metrics.json under {args.runs_dir}", file=sys.stderr)
+    scan = scan_runs(args.runs_dir)
+    paths = scan.paths
+    if not paths:  # one line, naming what was found and why none of it can be tabulated
+        found = "no readable run" if scan.skipped else "no metrics.json"
+        print(f"error: {found} under {args.runs_dir}" + "".join(f"; {path}: {reason}" for path, reason in scan.skipped),
+              file=sys.stderr)
         return 2
+    for path, reason in scan.skipped:  # the rest is tabulated; the note under the table names these too
+        print(f"skipped {path}: {reason}", file=sys.stderr)
     name = args.name or args.runs_dir.resolve().name
     if args.archive:
         paths = archive(paths, args.runs_dir, args.out / "runs" / name)
@@ -86,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                    "pipeline; they are not comparable to the paper.**")
     rows = to_rows(cells, load_published())
     out_base = args.out / name
-    write_table(rows, out_base, header)
+    write_table(rows, out_base, header, footer=skipped_note(scan.skipped))
     plot_table(cells, out_base.with_suffix(".png"), f"{name} ({args.which} epoch)" + (" [reduced]" if reduced else ""))
     print(out_base.with_suffix(".md").read_text())
     print(f"wrote {out_base}.md, .csv, .png")
