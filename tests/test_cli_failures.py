@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from ltkd import checkpoint, pipeline
 from ltkd.config import load_config
 from ltkd.errors import INTERRUPTED_EXIT_CODE, OUTPUT_ERROR_EXIT_CODE, PREEMPTED_EXIT_CODE, ConfigError
 from ltkd.teacher_cache import TeacherCache, teacher_key
-from ltkd.train import execute
+from ltkd.train import cli, execute
 from tests.conftest import toy_overrides
 from tests.fakedata import write_fake_cifar100
 from tests.test_data_cifar import drop_test_class
@@ -103,6 +104,60 @@ def test_a_full_disk_or_read_only_directory_is_one_line_and_status_74(target: st
     assert message.startswith("error: cannot write '") and f"{target}': {text}" in message and "\n" not in message
     assert not list((tmp_path / "run").rglob("*.tmp"))  # no partial file left
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def cli_in_process(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """`python -m ltkd.train *args` in this process (a subprocess spends seconds importing): (status, stderr)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    monkeypatch.setattr(sys, "argv", ["ltkd.train", *args])
+    GlobalHydra.instance().clear()
+    try:
+        with pytest.raises(SystemExit) as info:
+            cli()
+    finally:
+        GlobalHydra.instance().clear()  # as the other in-process compositions expect
+    return info.value.code, capsys.readouterr().err
+
+
+def test_a_file_in_place_of_the_output_root_is_one_line_and_status_74(fake_cifar_root: Path, tmp_path: Path,
+                                                                      monkeypatch, capsys):
+    root = tmp_path / "outputs"
+    root.write_text("")
+    status, stderr = cli_in_process(monkeypatch, capsys, *toy_overrides(fake_cifar_root, tmp_path / "cache"),
+                                    f"paths.output_root={root}")
+    assert status == OUTPUT_ERROR_EXIT_CODE  # a traceback from Hydra's mkdir before
+    line = one_line(stderr)
+    assert line.startswith(f"error: cannot write '{root}/") and line.endswith(f"('{root}' is a file, not a directory)")
+
+
+def make_read_only(root: Path, monkeypatch) -> None:
+    """Creating anything under `root` fails as in a read-only directory, also for root (which ignores modes)."""
+    root.mkdir(mode=0o555)
+    if os.geteuid() != 0:
+        return
+    real = os.mkdir
+
+    def mkdir(path, *args, **kwargs):
+        if Path(path).parent == root:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+
+
+@pytest.mark.parametrize("mode", ["run", "sweep"])
+def test_a_read_only_output_root_is_one_line_and_status_74(mode: str, fake_cifar_root: Path, tmp_path: Path,
+                                                           monkeypatch, capsys):
+    root = tmp_path / "read-only"
+    make_read_only(root, monkeypatch)
+    flags, where = (["-m"], [f"paths.sweep_root={root}", "loss.alpha=1,2"]) if mode == "sweep" else \
+        ([], [f"paths.output_root={root}"])
+    status, stderr = cli_in_process(monkeypatch, capsys, *flags, *toy_overrides(fake_cifar_root, tmp_path, *where))
+    assert status == OUTPUT_ERROR_EXIT_CODE, stderr
+    line = one_line(stderr)
+    assert line.startswith(f"error: cannot write '{root}/") and line.endswith("': Permission denied"), line
+    assert not os.listdir(root)
 
 
 def test_a_batch_larger_than_the_training_set_is_refused(compose_toy, tmp_path: Path):
