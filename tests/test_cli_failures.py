@@ -7,6 +7,7 @@ import errno
 import fcntl
 import json
 import os
+import pickle
 import signal
 import sys
 import time
@@ -20,7 +21,7 @@ from ltkd.errors import INTERRUPTED_EXIT_CODE, OUTPUT_ERROR_EXIT_CODE, PREEMPTED
 from ltkd.teacher_cache import TeacherCache, teacher_key
 from ltkd.train import cli, execute
 from tests.conftest import toy_overrides
-from tests.fakedata import write_fake_cifar100
+from tests.fakedata import write_fake_cifar100, write_fake_tinyimagenet
 from tests.test_data_cifar import drop_test_class
 from tests.test_reliability import KILL_POINTS, LONGER, start_cli, wait_for
 from tests.test_train import run_cli
@@ -158,6 +159,47 @@ def test_a_read_only_output_root_is_one_line_and_status_74(mode: str, fake_cifar
     line = one_line(stderr)
     assert line.startswith(f"error: cannot write '{root}/") and line.endswith("': Permission denied"), line
     assert not os.listdir(root)
+
+
+def binary(path: Path) -> None:
+    path.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)))  # a gzip header, then every byte
+
+
+def a_directory(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+def two_d_labels(path: Path) -> None:
+    with open(path, "rb") as f:
+        content = pickle.load(f)
+    with open(path, "wb") as f:
+        pickle.dump({**content, "fine_labels": [[y] for y in content["fine_labels"]]}, f)
+
+
+BAD_INPUTS = {  # dataset, file, how it is broken, what the one line says
+    "binary wnids.txt": ("tinyimagenet_lt", "tiny-imagenet-200/wnids.txt", binary,
+                         "wnids.txt: not a text file (byte 0x8b at offset 1 is not UTF-8); expected one wnid per line"),
+    "binary words.txt": ("tinyimagenet_lt", "tiny-imagenet-200/words.txt", binary, "words.txt: not a text file"),
+    "val_annotations.txt a directory": ("tinyimagenet_lt", "tiny-imagenet-200/val/val_annotations.txt", a_directory,
+                                        "cannot read '{path}': Is a directory; expected lines 'filename<TAB>wnid"),
+    "2-D CIFAR labels": ("cifar100_lt", "cifar-100-python/train", two_d_labels,
+                         "train: fine_labels has shape (1200, 1); expected one class index per image"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_an_unreadable_dataset_file_is_one_line_naming_it_and_status_2(case: str, compose_toy, tmp_path: Path):
+    dataset, name, corrupt, message = BAD_INPUTS[case]
+    root = tmp_path / "data"
+    if dataset == "cifar100_lt":
+        write_fake_cifar100(root, per_class_train=12, per_class_test=1)
+    else:
+        write_fake_tinyimagenet(root, num_classes=3, per_class_train=12, per_class_val=1)
+    corrupt(root / name)
+    status, line = execute(compose_toy(f"dataset={dataset}", f"data.root={root}"), tmp_path / "run", "")
+    assert status == 2 and "\n" not in line  # a traceback (text) or 'cannot write', status 74 (a directory) before
+    assert line.startswith("error: ") and str(root / name) in line and message.format(path=root / name) in line
 
 
 def test_a_batch_larger_than_the_training_set_is_refused(compose_toy, tmp_path: Path):
