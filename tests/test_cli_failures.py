@@ -121,12 +121,17 @@ def cli_in_process(monkeypatch, capsys, *args: str) -> tuple[int, str]:
     return info.value.code, capsys.readouterr().err
 
 
-def test_a_file_in_place_of_the_output_root_is_one_line_and_status_74(fake_cifar_root: Path, tmp_path: Path,
-                                                                      monkeypatch, capsys):
+@pytest.mark.parametrize("how", ["in-process", pytest.param("command", marks=pytest.mark.slow)])
+def test_a_file_in_place_of_the_output_root_is_one_line_and_status_74(how: str, fake_cifar_root: Path,
+                                                                      tmp_path: Path, monkeypatch, capsys):
     root = tmp_path / "outputs"
     root.write_text("")
-    status, stderr = cli_in_process(monkeypatch, capsys, *toy_overrides(fake_cifar_root, tmp_path / "cache"),
-                                    f"paths.output_root={root}")
+    args = [*toy_overrides(fake_cifar_root, tmp_path / "cache"), f"paths.output_root={root}"]
+    if how == "command":  # `python -m ltkd.train` itself
+        proc = run_cli(*args, cwd=tmp_path)
+        status, stderr = proc.returncode, proc.stderr
+    else:
+        status, stderr = cli_in_process(monkeypatch, capsys, *args)
     assert status == OUTPUT_ERROR_EXIT_CODE  # a traceback from Hydra's mkdir before
     line = one_line(stderr)
     assert line.startswith(f"error: cannot write '{root}/") and line.endswith(f"('{root}' is a file, not a directory)")
