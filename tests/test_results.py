@@ -226,3 +226,18 @@ def test_no_readable_run_is_one_line_and_status_2(tmp_path: Path, capsys):
     assert line.startswith(f"error: no readable run under {tmp_path}; ") and "a JSON list, not an object" in line
     assert all(str(path) in line for path in bad)
     assert not (tmp_path / "o").exists()
+
+
+def test_skipped_runs_are_archived_so_the_table_made_again_names_them_too(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    bad = write_bad_runs(Path("multirun"))
+    make_table = _make_table()
+    monkeypatch.setattr(make_table, "plot_table", lambda *args: None)  # the figure is not what is tested (slow)
+    assert make_table.main(["multirun", "--name", "t", "--archive"]) == 0
+    archived = Path("results/runs/t")
+    assert [line.split(": ")[0] for line in capsys.readouterr().err.splitlines()] == \
+        [f"skipped {archived / path.relative_to('multirun')}" for path in sorted(bad)]
+    first = {ext: Path("results/t").with_suffix(ext).read_bytes() for ext in (".md", ".csv")}
+    assert b"Skipped (not in the table):" in first[".md"]
+    assert make_table.main([str(archived), "--name", "t"]) == 0  # `make table`
+    assert {ext: Path("results/t").with_suffix(ext).read_bytes() for ext in (".md", ".csv")} == first
