@@ -370,12 +370,12 @@ def _validate(run: RunConfig) -> None:
             require(given is None, f"{key}: {given}; split files are for {supported} only, use null")
     for key, arch in (("teacher.arch", run.teacher.arch), ("student.arch", run.student.arch)):
         require(model_name(arch) in models, f"{key}: unknown model '{arch}'; available: {', '.join(models)}")
-    student = model_name(run.student.arch)
-    if METHODS[run.loss.name].needs_feature_pyramid and not has_feature_pyramid(student):
-        others = ", ".join(m.name for m in METHODS.values() if m.uses_teacher and not m.needs_feature_pyramid)
-        raise ConfigError(f"loss={run.loss.name}: pair {run.pair.name} has student {student}, whose features are "
-                          f"one resolution of tokens, not the multi-stage CNN feature pyramid {run.loss.name} "
-                          f"fuses; use a CNN student or loss={others} (logits only)")
+    for role, arch in (("student", run.student.arch), ("teacher", run.teacher.arch)):
+        if METHODS[run.loss.name].needs_feature_pyramid and not has_feature_pyramid(arch):
+            others = ", ".join(m.name for m in METHODS.values() if m.uses_teacher and not m.needs_feature_pyramid)
+            raise ConfigError(f"loss={run.loss.name}: pair {run.pair.name} has {role} {model_name(arch)}, whose "
+                              f"features are one resolution of tokens, not the multi-stage CNN feature pyramid "
+                              f"{run.loss.name} fuses; use a CNN {role} or loss={others} (logits only)")
     for key, lr in (("teacher.lr", run.teacher.lr), ("student.lr", run.student.lr)):
         require(lr is None or lr > 0, f"{key}: {lr}; must be > 0 or null")
     _validate_teacher(run.teacher)

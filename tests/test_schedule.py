@@ -121,6 +121,7 @@ def test_new_fields_at_their_defaults_keep_identities_and_teacher_keys():
      "loss=reviewkd: pair resnet32x4_vit_tiny has student vit_tiny, whose features are one resolution of tokens, "
      "not the multi-stage CNN feature pyramid reviewkd fuses; use a CNN student or loss=kd, dkd, bkd, ltkd "
      "(logits only)"),
+    (["teacher.arch=vit_tiny", "loss=reviewkd"], "loss=reviewkd: pair resnet32x4_resnet8x4 has teacher vit_tiny"),
 ])
 def test_a_bad_optimizer_schedule_or_pairing_stops_in_one_line(overrides: list[str], message: str, tmp_path: Path):
     with pytest.raises(ConfigError) as info:
