@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ltkd.build import build_context, load_data
-from ltkd.checkpoint import atomic_write_bytes
+from ltkd.checkpoint import atomic_write_bytes, sweep_stale_temps
 from ltkd.config import RunConfig, run_identity
 from ltkd.deadline import STOP_MARGIN_S, deadline_for, parse_duration
 from ltkd.distributed import barrier, init_from_env, place_on_local_device
@@ -33,6 +33,8 @@ def run(cfg: RunConfig, run_dir: Path, command: str = "", stop: StopSignal | Non
     as complete only when all its outputs are whole (otherwise they are made again from its checkpoints)."""
     stop = stop or StopSignal()
     metrics_path = run_dir / "metrics.json"
+    for folder in (run_dir, run_dir / "checkpoints"):  # what an earlier run killed mid-write left
+        sweep_stale_temps(folder)
     if cfg.resume:
         check_same_identity(cfg, run_dir)
         problem = outputs_problem(run_dir)
