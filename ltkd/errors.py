@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import shlex
+from pathlib import Path
+
 USER_ERROR_EXIT_CODE = 2  # a bad config value, dataset, checkpoint or run directory
 OUTPUT_ERROR_EXIT_CODE = 74  # EX_IOERR: an output could not be written (full disk, read-only directory)
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: SIGTERM/SIGUSR1 or trainer.time_limit, a checkpoint was saved; re-run to resume
@@ -60,3 +64,12 @@ def first_line(exc: BaseException) -> str:
 def one_line(exc: BaseException) -> str:
     """`exc` as 'Type: message' on one line, for embedding in an error message."""
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(": ")
+
+
+def run_dir_override(run_dir: str | Path) -> str:
+    """`hydra.run.dir=<run_dir>` as a user can paste it into a shell command line: the value in Hydra's
+    double quotes (a run directory's name holds `=` and `,`, which Hydra would otherwise parse), the whole
+    in the shell's quotes. Every message that tells the user to re-run with a run directory uses it."""
+    value = re.sub(r'(\\*)"', lambda m: m.group(1) * 2 + '\\"', str(run_dir))  # Hydra: \" and \\ before "
+    value = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, value).replace("${", "\\${")  # no interpolation
+    return shlex.quote(f'hydra.run.dir="{value}"')
