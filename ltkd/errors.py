@@ -15,9 +15,28 @@ SWEEP_FAILED_EXIT_CODE = 1  # a sweep finished, but some of its jobs failed (its
 
 
 class LTKDError(Exception):
-    """An error caused by the user's input (config, data, checkpoint), reported as one line."""
+    """An error caused by the user's input (config, data, checkpoint), reported as one line.
+
+    Raised in a DataLoader worker (a corrupt image file), it reaches the main process as the same type,
+    made by torch from one string: "Caught DataError in DataLoader worker process 0.", the worker's whole
+    traceback, then "ltkd.errors.DataError: <message>". The error keeps only that message, so it is still
+    one line naming the file."""
 
     exit_code = USER_ERROR_EXIT_CODE
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(_unwrapped(type(self), message))
+
+
+_WORKER_WRAPPED = re.compile(r"\ACaught \w+ in [^\n]*\.\nOriginal Traceback")  # torch's ExceptionWrapper.reraise
+
+
+def _unwrapped(error_type: type, message: object) -> object:
+    """The original message of `error_type` in a message torch re-raised from a worker; else `message`."""
+    if not isinstance(message, str) or not _WORKER_WRAPPED.match(message):
+        return message
+    _, found, original = message.rpartition(f"\n{error_type.__module__}.{error_type.__qualname__}: ")
+    return original.strip() if found else message
 
 
 class ConfigError(LTKDError):
