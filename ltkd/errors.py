@@ -85,10 +85,16 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(": ")
 
 
+def hydra_quoted(value: object) -> str:
+    """`value` as a quoted Hydra override value that Hydra reads back as exactly that string (`=`, `,`,
+    quotes, brackets, backslashes, `${`: no interpolation)."""
+    text = re.sub(r'(\\*)"', lambda m: m.group(1) * 2 + '\\"', str(value))  # Hydra: \" and \\ before "
+    text = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, text).replace("${", "\\${")
+    return f'"{text}"'
+
+
 def run_dir_override(run_dir: str | Path) -> str:
     """`hydra.run.dir=<run_dir>` as a user can paste it into a shell command line: the value in Hydra's
     double quotes (a run directory's name holds `=` and `,`, which Hydra would otherwise parse), the whole
     in the shell's quotes. Every message that tells the user to re-run with a run directory uses it."""
-    value = re.sub(r'(\\*)"', lambda m: m.group(1) * 2 + '\\"', str(run_dir))  # Hydra: \" and \\ before "
-    value = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, value).replace("${", "\\${")  # no interpolation
-    return shlex.quote(f'hydra.run.dir="{value}"')
+    return shlex.quote(f"hydra.run.dir={hydra_quoted(run_dir)}")

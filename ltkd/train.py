@@ -48,7 +48,7 @@ from ltkd.errors import (
     first_line,
 )
 from ltkd.recipes import CONFIG_DIR
-from ltkd.sweep import record_outcome
+from ltkd.sweep import COMPOSITION_ERROR_KEY, record_outcome, tolerate_composition_errors
 
 MAX_OVERRIDES_IN_NAME = 120  # longer override lists are cut and suffixed with their hash (file names <= 255)
 
@@ -107,6 +107,9 @@ def main(cfg: DictConfig) -> int:
             print(message, file=sys.stderr)
             sys.exit(status)
         return 0
+    if COMPOSITION_ERROR_KEY in cfg:  # a stand-in for a job that did not compose: its outcome is recorded
+        print(cfg[COMPOSITION_ERROR_KEY], file=sys.stderr)
+        return USER_ERROR_EXIT_CODE
     try:
         status, message = execute(cfg, run_dir, command)
     except Exception as exc:  # a bug, or debug=true: this job failed, the others still run
@@ -132,15 +135,19 @@ def chosen_loss(overrides: list[str]) -> str | None:
     (None when it does not compose, e.g. a sweep over losses)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
     kept = [o for o in overrides if "=" in o and not o.startswith("-")
             and not o.lstrip("+~").startswith(("loss.", "hydra.", "hydra/"))]
+    backup = get_gh_backup()  # a sweep still composes its other jobs after this
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             return str(compose("train", overrides=kept).loss.name)
     except Exception:  # the command's own error is reported instead
         return None
+    finally:
+        restore_gh_from_backup(backup)
 
 
 def hydra_error_line(exc: Exception, overrides: list[str] = ()) -> str:
@@ -166,6 +173,8 @@ def cli() -> None:
     """`python -m ltkd.train`: Hydra's own errors (composition) become one line and exit status 2 too; an
     output directory Hydra cannot make (a read-only output root, a file in its place) is status 74."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let them reach us instead of Hydra's multi-line report
+    if "debug=true" not in sys.argv:  # in a sweep, a job that does not compose fails alone (ltkd.sweep)
+        tolerate_composition_errors(hydra_error_line)
     try:
         hydra_main()
     except (HydraException, OmegaConfBaseException, OSError) as exc:
