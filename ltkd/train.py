@@ -24,6 +24,7 @@ if __name__ == "__main__":  # before the slow imports: a signal during start-up 
     signal.signal(signal.SIGTERM, _stop_during_start_up)
     signal.signal(signal.SIGINT, _stop_during_start_up)
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -48,7 +49,7 @@ from ltkd.errors import (
     first_line,
 )
 from ltkd.recipes import CONFIG_DIR
-from ltkd.sweep import COMPOSITION_ERROR_KEY, record_outcome, tolerate_composition_errors
+from ltkd.sweep import COMPOSITION_ERROR_KEY, composition_errors_tolerated, record_outcome
 
 MAX_OVERRIDES_IN_NAME = 120  # longer override lists are cut and suffixed with their hash (file names <= 255)
 
@@ -173,12 +174,12 @@ def cli() -> None:
     """`python -m ltkd.train`: Hydra's own errors (composition) become one line and exit status 2 too; an
     output directory Hydra cannot make (a read-only output root, a file in its place) is status 74."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let them reach us instead of Hydra's multi-line report
-    if "debug=true" not in sys.argv:  # in a sweep, a job that does not compose fails alone (ltkd.sweep)
-        tolerate_composition_errors(hydra_error_line)
-    try:
-        hydra_main()
+    debug = "debug=true" in sys.argv
+    try:  # in a sweep, a job that does not compose fails alone (ltkd.sweep)
+        with contextlib.nullcontext() if debug else composition_errors_tolerated(hydra_error_line):
+            hydra_main()
     except (HydraException, OmegaConfBaseException, OSError) as exc:
-        if "debug=true" in sys.argv:
+        if debug:
             raise
         if isinstance(exc, OSError):  # raised before a job starts: ltkd's own writes fail inside execute
             line, status = output_error_line(exc), OUTPUT_ERROR_EXIT_CODE

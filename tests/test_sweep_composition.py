@@ -20,16 +20,17 @@ from tests.conftest import toy_overrides
 from tests.test_train import run_cli
 
 
-def test_a_job_that_does_not_compose_is_recorded_and_stood_in_for(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(Sweeper, "validate_batch_is_legal", Sweeper.validate_batch_is_legal)  # undone after
-    sweep.tolerate_composition_errors(hydra_error_line)
+def test_a_job_that_does_not_compose_is_recorded_and_stood_in_for(tmp_path: Path):
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path(CONFIG_DIR))
     master = loader.load_configuration("train", overrides=[f"hydra.sweep.dir={tmp_path}"], run_mode=RunMode.MULTIRUN)
     sweeper = SimpleNamespace(config=master, hydra_context=SimpleNamespace(config_loader=loader))
     first, second = [["loss=foo"], ["loss=kd"]], [["loss=kd", "loss.alpah=2"]]
     kept = [list(job) for job in first + second]
-    Sweeper.validate_batch_is_legal(sweeper, first)  # before: MissingConfigException, the whole sweep refused
-    Sweeper.validate_batch_is_legal(sweeper, second)  # the next batch: numbered on
+    original = Sweeper.validate_batch_is_legal
+    with sweep.composition_errors_tolerated(hydra_error_line):
+        Sweeper.validate_batch_is_legal(sweeper, first)  # before: MissingConfigException, the sweep refused
+        Sweeper.validate_batch_is_legal(sweeper, second)  # the next batch: numbered on
+    assert Sweeper.validate_batch_is_legal is original
     assert first[1] == kept[1]  # a job that composes is left as it is
     outcomes = {o["job"]: o for o in sweep.read_outcomes(tmp_path)}
     assert sorted(outcomes) == [0, 2]
