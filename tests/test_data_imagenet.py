@@ -1,5 +1,6 @@
 """ImageNet-LT on a fake ImageFolder ImageNet: capped profile, split files, file-backed sets, errors."""
 
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,8 @@ def test_a_corrupt_image_read_in_a_worker_is_one_line_naming_the_file(tmp_path: 
         list(batches)
     assert str(error.value).startswith(f"{bad}: cannot decode the image (OSError: image file is truncated")
     assert "\n" not in str(error.value) and "Traceback" not in str(error.value)
+    del batches, error  # the worker exits now (before: only at a garbage collection, and then after 5 s)
+    assert not multiprocessing.active_children()
 
 
 @pytest.mark.slow  # about 6 s: the pipeline up to the teacher's first batch
