@@ -3,7 +3,6 @@ the others run, and the summary lists it as failed."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,7 +16,6 @@ from ltkd import sweep
 from ltkd.recipes import CONFIG_DIR
 from ltkd.train import hydra_error_line
 from tests.conftest import toy_overrides
-from tests.test_train import run_cli
 
 
 def test_a_job_that_does_not_compose_is_recorded_and_stood_in_for(tmp_path: Path):
@@ -43,14 +41,19 @@ def test_a_job_that_does_not_compose_is_recorded_and_stood_in_for(tmp_path: Path
     assert second[0][1] == f"hydra.sweep.subdir={sweep.OUTCOMES_DIR}/uncomposed-2"
 
 
-@pytest.mark.slow  # a toy sweep through the CLI
-def test_a_sweep_goes_on_past_a_job_that_does_not_compose(fake_cifar_root: Path, tmp_path: Path):
-    sweep_dir = tmp_path / "sweep"
-    args = toy_overrides(fake_cifar_root, tmp_path / "cache", "loss=foo,kd", f"hydra.sweep.dir={sweep_dir}")
-    proc = run_cli("-m", *args, cwd=tmp_path)
-    assert proc.returncode == 1, proc.stderr[-3000:]  # before: 2, and no job ran
-    (finished,) = sweep_dir.rglob("metrics.json")
-    assert json.loads(finished.read_text())["loss"] == "kd"
-    assert proc.stderr.startswith("error: loss: unknown option 'foo'; available: base, bkd, ce, dkd, kd, ")
-    assert "sweep: 2 jobs, 1 succeeded, 1 failed" in proc.stderr
-    assert "loss=foo] exit 2: error: loss: unknown option 'foo'" in proc.stderr and "Traceback" not in proc.stderr
+@pytest.mark.slow  # about 5 s on the loaded 2-core machine: a whole (if short) sweep
+def test_a_sweep_in_process_lists_the_job_that_did_not_compose(fake_cifar_root: Path, tmp_path: Path, monkeypatch,
+                                                               capsys):
+    from tests.test_cli_failures import cli_in_process
+
+    sweep_dir = tmp_path / "sweep"  # the kd job fails its validation at once: no training, a fast sweep
+    args = toy_overrides(fake_cifar_root, tmp_path / "cache", "loss=foo,kd", "loss.alpha=inf",
+                         f"hydra.sweep.dir={sweep_dir}")
+    original = Sweeper.validate_batch_is_legal
+    status, stderr = cli_in_process(monkeypatch, capsys, "-m", *args)
+    assert status == 1, stderr[-3000:]  # before: 2, the sweep refused before any job
+    assert "sweep: 2 jobs, 0 succeeded, 2 failed" in stderr
+    job0, job1 = [line for line in stderr.splitlines() if line.startswith("  job ")]
+    assert job0.startswith("  job 0 [") and "loss=foo loss.alpha=inf] exit 2: error: loss: unknown option 'foo'" in job0
+    assert job1.startswith("  job 1 [") and "loss=kd loss.alpha=inf] exit 2: error: loss.alpha: expected a " in job1
+    assert Sweeper.validate_batch_is_legal is original  # restored after the sweep
