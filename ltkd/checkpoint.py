@@ -5,17 +5,20 @@ of its canonical form (`content_digest`: every tensor's dtype, shape and bytes, 
 and repr, in order), so the file is no bigger than its tensors and loads with `weights_only=True` where
 the content allows. It is written to a temporary file in the same directory, fsynced and renamed over
 the target, so a kill or a full disk at any instant leaves either the old or the new file, never a mix;
-a truncated or altered file fails to load or fails its checksum and is reported, never used. Files of
-the first format (`{"format", "sha256", "payload"}`, the content's `torch.save` bytes pickled again) are
-still read.
+a truncated or altered file fails to load or fails its checksum and is reported, never used. A temp file
+left by a writer killed outright (SIGKILL, OOM) is removed by `sweep_stale_temps` when the next run opens
+that directory. Files of the first format (`{"format", "sha256", "payload"}`, the content's `torch.save`
+bytes pickled again) are still read.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -27,6 +30,8 @@ from ltkd.errors import CheckpointError, OutputError, first_line
 
 FORMAT = "ltkd-checkpoint-v2"
 LEGACY_FORMAT = "ltkd-checkpoint-v1"  # {"format", "sha256", "payload": torch.save bytes of the content}
+TEMP_SUFFIX = ".tmp"  # atomic_write's temp for `<dir>/<name>` is `<dir>/.<name>.<random>.tmp`
+STALE_TEMP_AGE_S = 3600.0  # a temp untouched this long has no live writer (see sweep_stale_temps)
 
 
 def save_checkpoint(path: str | Path, content: dict[str, Any]) -> None:
@@ -75,12 +80,49 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
+def temp_prefix(target: Path) -> str:
+    """The start of the names of `target`'s temp files (they end with TEMP_SUFFIX)."""
+    return f".{target.name}."
+
+
+def temp_pattern(target: Path | None = None) -> str:
+    """A glob of the temp files of `target` in its directory; without `target`, of any file's temps."""
+    prefix = ".?*." if target is None else glob.escape(temp_prefix(target))
+    return f"{prefix}*{TEMP_SUFFIX}"
+
+
+def sweep_stale_temps(directory: Path, max_age_s: float = STALE_TEMP_AGE_S) -> list[Path]:
+    """Remove the temp files `atomic_write` left in `directory` (not below it) that were not modified for
+    `max_age_s`; returns the removed paths. Nothing else is touched, and a missing or read-only directory is
+    left alone.
+
+    Why by age: a writer writes its temp in one go (write, flush, fsync, rename, within seconds even for
+    the largest checkpoint), so its modification time is always recent while it is alive; a temp an hour
+    old is one whose writer died (SIGKILL) before the rename. Another process writing into a shared
+    teacher cache, or another rank of the same run, is never hurt, and no lock is needed (which a
+    read-only or NFS cache could not take)."""
+    removed = []
+    now = time.time()
+    try:
+        candidates = list(Path(directory).glob(temp_pattern()))
+    except OSError:
+        return removed
+    for path in candidates:
+        try:
+            if path.is_file() and now - path.stat().st_mtime > max_age_s:
+                path.unlink()
+                removed.append(path)
+        except OSError:  # gone meanwhile, or no permission: not ours to remove
+            continue
+    return removed
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """`write(file)` into a temp file beside `path`, then fsync + rename, with the mode the umask gives a new
     file; on any error the old file stays, the temp goes, and OutputError names the file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
     except OSError as exc:
         raise OutputError.from_os_error(exc, path) from exc
     try:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import shlex
+from pathlib import Path
+
 USER_ERROR_EXIT_CODE = 2  # a bad config value, dataset, checkpoint or run directory
 OUTPUT_ERROR_EXIT_CODE = 74  # EX_IOERR: an output could not be written (full disk, read-only directory)
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: SIGTERM/SIGUSR1 or trainer.time_limit, a checkpoint was saved; re-run to resume
@@ -11,9 +15,28 @@ SWEEP_FAILED_EXIT_CODE = 1  # a sweep finished, but some of its jobs failed (its
 
 
 class LTKDError(Exception):
-    """An error caused by the user's input (config, data, checkpoint), reported as one line."""
+    """An error caused by the user's input (config, data, checkpoint), reported as one line.
+
+    Raised in a DataLoader worker (a corrupt image file), it reaches the main process as the same type,
+    made by torch from one string: "Caught DataError in DataLoader worker process 0.", the worker's whole
+    traceback, then "ltkd.errors.DataError: <message>". The error keeps only that message, so it is still
+    one line naming the file."""
 
     exit_code = USER_ERROR_EXIT_CODE
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(_unwrapped(type(self), message))
+
+
+_WORKER_WRAPPED = re.compile(r"\ACaught \w+ in [^\n]*\.\nOriginal Traceback")  # torch's ExceptionWrapper.reraise
+
+
+def _unwrapped(error_type: type, message: object) -> object:
+    """The original message of `error_type` in a message torch re-raised from a worker; else `message`."""
+    if not isinstance(message, str) or not _WORKER_WRAPPED.match(message):
+        return message
+    _, found, original = message.rpartition(f"\n{error_type.__module__}.{error_type.__qualname__}: ")
+    return original.strip() if found else message
 
 
 class ConfigError(LTKDError):
@@ -60,3 +83,18 @@ def first_line(exc: BaseException) -> str:
 def one_line(exc: BaseException) -> str:
     """`exc` as 'Type: message' on one line, for embedding in an error message."""
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(": ")
+
+
+def hydra_quoted(value: object) -> str:
+    """`value` as a quoted Hydra override value that Hydra reads back as exactly that string (`=`, `,`,
+    quotes, brackets, backslashes, `${`: no interpolation)."""
+    text = re.sub(r'(\\*)"', lambda m: m.group(1) * 2 + '\\"', str(value))  # Hydra: \" and \\ before "
+    text = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, text).replace("${", "\\${")
+    return f'"{text}"'
+
+
+def run_dir_override(run_dir: str | Path) -> str:
+    """`hydra.run.dir=<run_dir>` as a user can paste it into a shell command line: the value in Hydra's
+    double quotes (a run directory's name holds `=` and `,`, which Hydra would otherwise parse), the whole
+    in the shell's quotes. Every message that tells the user to re-run with a run directory uses it."""
+    return shlex.quote(f"hydra.run.dir={hydra_quoted(run_dir)}")

@@ -13,12 +13,12 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ltkd.build import build_context, load_data
-from ltkd.checkpoint import atomic_write_bytes
+from ltkd.checkpoint import atomic_write_bytes, sweep_stale_temps
 from ltkd.config import RunConfig, run_identity
 from ltkd.deadline import STOP_MARGIN_S, deadline_for, parse_duration
 from ltkd.distributed import barrier, init_from_env, place_on_local_device
 from ltkd.engine import StopSignal
-from ltkd.errors import ConfigError, first_line
+from ltkd.errors import ConfigError, first_line, run_dir_override
 from ltkd.group_mass import flatten
 from ltkd.loggers import NullLogger, build_logger
 from ltkd.run_outputs import assemble_metrics, finalize_outputs, outputs_problem
@@ -33,6 +33,8 @@ def run(cfg: RunConfig, run_dir: Path, command: str = "", stop: StopSignal | Non
     as complete only when all its outputs are whole (otherwise they are made again from its checkpoints)."""
     stop = stop or StopSignal()
     metrics_path = run_dir / "metrics.json"
+    for folder in (run_dir, run_dir / "checkpoints"):  # what an earlier run killed mid-write left
+        sweep_stale_temps(folder)
     if cfg.resume:
         check_same_identity(cfg, run_dir)
         problem = outputs_problem(run_dir)
@@ -107,8 +109,8 @@ def check_same_identity(cfg: RunConfig, run_dir: Path) -> None:
     try:
         stored = OmegaConf.to_container(OmegaConf.load(stored_path))
     except Exception as exc:
-        raise ConfigError(f"{stored_path} is unreadable ({first_line(exc)}); "
-                          "resume=false starts this run directory over") from None
+        raise ConfigError(f"{stored_path} is unreadable ({first_line(exc)}); resume=false "
+                          f"{run_dir_override(run_dir)} starts this run directory over") from None
     now = run_identity(cfg.to_dict())
     # before each method had its own loss config, every run stored every method's keys: those the run's
     # method does not have never changed its results
@@ -118,4 +120,4 @@ def check_same_identity(cfg: RunConfig, run_dir: Path) -> None:
     if diffs:
         shown = ", ".join(diffs[:4]) + (f" and {len(diffs) - 4} more" if len(diffs) > 4 else "")
         raise ConfigError(f"{run_dir} holds a run of another config: {shown}; give another directory "
-                          "(hydra.run.dir=...) or resume=false to start this one over")
+                          f"(hydra.run.dir=...), or resume=false {run_dir_override(run_dir)} starts this one over")

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ltkd.build import RunContext, student_distiller, teacher_distiller
-from ltkd.checkpoint import load_checkpoint, save_checkpoint
+from ltkd.checkpoint import load_checkpoint, save_checkpoint, sweep_stale_temps
 from ltkd.distributed import barrier, broadcast_object
 from ltkd.errors import CheckpointError, first_line
 from ltkd.teacher_cache import TeacherCache, teacher_key
@@ -41,6 +41,7 @@ def obtain_teacher(ctx: RunContext, given: dict[str, Any] | None) -> tuple[nn.Mo
         content, source = given, str(cfg.teacher.checkpoint)
     else:
         cache = TeacherCache(cfg.paths.teacher_cache, teacher_key(cfg, ctx.runtime.bf16))
+        sweep_stale_temps(cache.root)  # entries and training states of jobs killed mid-write
         if broadcast_object(cache.path.exists(), ctx.dist):  # stored whole (atomic rename): no lock needed
             content = read_cached_teacher(ctx, cache)
         else:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ltkd.checkpoint import load_checkpoint, save_checkpoint
+from ltkd.checkpoint import load_checkpoint, save_checkpoint, sweep_stale_temps
 from ltkd.data import DATASETS
 from ltkd.data.loaders import DeviceLoader
 from ltkd.distillers import Distiller
@@ -189,6 +189,7 @@ def share_teacher_outputs(ctx: Any, stage: Stage, distiller: Distiller) -> None:
         print(f"[student] live teacher: {reason}")
         return
     store = OutputStore(ctx.cfg.paths.teacher_cache, outputs_key(ctx, distiller.teacher))
+    sweep_stale_temps(store.directory)
     replay = ReplayTeacher(distiller.teacher)
     distiller.teacher = replay
     stage.train_loader = SharedOutputsLoader(stage.train_loader, replay, store, ctx.stop, ctx.runtime)

@@ -24,6 +24,7 @@ if __name__ == "__main__":  # before the slow imports: a signal during start-up 
     signal.signal(signal.SIGTERM, _stop_during_start_up)
     signal.signal(signal.SIGINT, _stop_during_start_up)
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -48,7 +49,7 @@ from ltkd.errors import (
     first_line,
 )
 from ltkd.recipes import CONFIG_DIR
-from ltkd.sweep import record_outcome
+from ltkd.sweep import COMPOSITION_ERROR_KEY, composition_errors_tolerated, record_outcome
 
 MAX_OVERRIDES_IN_NAME = 120  # longer override lists are cut and suffixed with their hash (file names <= 255)
 
@@ -107,6 +108,9 @@ def main(cfg: DictConfig) -> int:
             print(message, file=sys.stderr)
             sys.exit(status)
         return 0
+    if COMPOSITION_ERROR_KEY in cfg:  # a stand-in for a job that did not compose: its outcome is recorded
+        print(cfg[COMPOSITION_ERROR_KEY], file=sys.stderr)
+        return USER_ERROR_EXIT_CODE
     try:
         status, message = execute(cfg, run_dir, command)
     except Exception as exc:  # a bug, or debug=true: this job failed, the others still run
@@ -132,15 +136,19 @@ def chosen_loss(overrides: list[str]) -> str | None:
     (None when it does not compose, e.g. a sweep over losses)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
     kept = [o for o in overrides if "=" in o and not o.startswith("-")
             and not o.lstrip("+~").startswith(("loss.", "hydra.", "hydra/"))]
+    backup = get_gh_backup()  # a sweep still composes its other jobs after this
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             return str(compose("train", overrides=kept).loss.name)
     except Exception:  # the command's own error is reported instead
         return None
+    finally:
+        restore_gh_from_backup(backup)
 
 
 def hydra_error_line(exc: Exception, overrides: list[str] = ()) -> str:
@@ -166,10 +174,12 @@ def cli() -> None:
     """`python -m ltkd.train`: Hydra's own errors (composition) become one line and exit status 2 too; an
     output directory Hydra cannot make (a read-only output root, a file in its place) is status 74."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let them reach us instead of Hydra's multi-line report
-    try:
-        hydra_main()
+    debug = "debug=true" in sys.argv
+    try:  # in a sweep, a job that does not compose fails alone (ltkd.sweep)
+        with contextlib.nullcontext() if debug else composition_errors_tolerated(hydra_error_line):
+            hydra_main()
     except (HydraException, OmegaConfBaseException, OSError) as exc:
-        if "debug=true" in sys.argv:
+        if debug:
             raise
         if isinstance(exc, OSError):  # raised before a job starts: ltkd's own writes fail inside execute
             line, status = output_error_line(exc), OUTPUT_ERROR_EXIT_CODE

@@ -147,3 +147,38 @@ def test_unreadable_file_is_reported_as_unreadable_not_truncated(tmp_path: Path,
     with pytest.raises(CheckpointError, match="cannot be read: Permission denied") as info:
         load_checkpoint(path)
     assert "truncated" not in str(info.value)
+
+
+def plant_temps(folder: Path, *targets: str, age_s: float) -> list[Path]:
+    """Temp files as a writer of `targets` killed mid-write leaves them, last modified `age_s` ago."""
+    folder.mkdir(parents=True, exist_ok=True)
+    planted = []
+    for i, target in enumerate(targets):
+        path = folder / f"{checkpoint.temp_prefix(Path(target))}k{i}x7q2z{checkpoint.TEMP_SUFFIX}"
+        path.write_bytes(b"half a checkpoint")
+        os.utime(path, (path.stat().st_atime - age_s, path.stat().st_mtime - age_s))
+        planted.append(path)
+    return planted
+
+
+def test_old_temps_are_swept_fresh_ones_and_real_files_stay(tmp_path: Path):
+    old = plant_temps(tmp_path, "student.ckpt", "cifar100_lt-g100-resnet8-seed0-0123abcd.pt", "config.yaml",
+                      age_s=checkpoint.STALE_TEMP_AGE_S + 60)
+    fresh = plant_temps(tmp_path, "teacher.pt", age_s=10)  # a live writer's (another job sharing the cache)
+    real = [tmp_path / "student.ckpt", tmp_path / "notes.tmp", tmp_path / ".hidden", tmp_path / ".x.tmp"]
+    for path in real:
+        path.write_bytes(b"keep")
+        os.utime(path, (0, 0))
+    nested = plant_temps(tmp_path / "sub", "a.pt", age_s=checkpoint.STALE_TEMP_AGE_S + 60)
+    assert sorted(checkpoint.sweep_stale_temps(tmp_path)) == sorted(old)
+    assert not any(p.exists() for p in old)
+    assert all(p.exists() for p in fresh + real + nested)
+    assert checkpoint.sweep_stale_temps(tmp_path / "missing") == []
+
+
+def test_the_temp_name_convention_is_what_atomic_write_makes(tmp_path: Path):
+    target, seen = tmp_path / "student.ckpt", []
+    checkpoint.atomic_write(target, lambda f: seen.extend(tmp_path.glob(checkpoint.temp_pattern(target))))
+    assert len(seen) == 1 and list(tmp_path.glob(checkpoint.temp_pattern())) == []
+    assert seen[0].name.startswith(".student.ckpt.") and seen[0].name.endswith(checkpoint.TEMP_SUFFIX)
+    assert seen[0].match(checkpoint.temp_pattern())

@@ -1,5 +1,6 @@
 """ImageNet-LT on a fake ImageFolder ImageNet: capped profile, split files, file-backed sets, errors."""
 
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +87,47 @@ def test_a_binary_split_file_is_named(imagenet_root, tmp_path):
         build_dataset("imagenet_lt", imagenet_root, imbalance_factor=10, split_file=str(split))
     assert str(info.value) == (f"{split}: not a text file (byte 0xff at offset 15 is not UTF-8); "
                                "expected lines 'relative/path.JPEG label'")
+
+
+def truncate(path: str | Path) -> Path:
+    """Cut an image file in half, as an interrupted copy leaves it."""
+    path = Path(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+def test_a_corrupt_image_read_in_a_worker_is_one_line_naming_the_file(tmp_path: Path):
+    from ltkd.data import ImageSetDataset, build_transforms
+    from ltkd.data.loaders import DataLoaderAdapter
+
+    write_fake_imagenet(tmp_path, per_class_train=(2, 2), per_class_val=1, size=(24, 24))
+    data = build_dataset("imagenet_lt", tmp_path, imbalance_factor=1, n_max=2)
+    bad = truncate(data.train.paths[-1])
+    dataset = ImageSetDataset(data.train, build_transforms("imagenet_lt", False, data.mean, data.std))
+    batches = DataLoaderAdapter(dataset, batch_size=2, train=False, device="cpu", num_workers=1)
+    with pytest.raises(DataError) as error:  # before: "Caught DataError in DataLoader worker process 0." + traceback
+        list(batches)
+    assert str(error.value).startswith(f"{bad}: cannot decode the image (OSError: image file is truncated")
+    assert "\n" not in str(error.value) and "Traceback" not in str(error.value)
+    del batches, error  # the worker exits now (before: only at a garbage collection, and then after 5 s)
+    assert not multiprocessing.active_children()
+
+
+@pytest.mark.slow  # about 6 s: the pipeline up to the teacher's first batch
+def test_a_run_reading_a_corrupt_image_in_a_worker_stops_with_one_line_and_status_2(tmp_path: Path):
+    from hydra import compose, initialize_config_dir
+
+    from ltkd.recipes import CONFIG_DIR
+    from ltkd.train import execute
+    from tests.conftest import toy_overrides
+
+    write_fake_imagenet(tmp_path / "data", per_class_train=(2, 2, 2), per_class_val=1, size=(24, 24))
+    wnid = fake_wnids(3)[1]
+    bad = truncate(tmp_path / "data" / "imagenet" / "train" / wnid / f"{wnid}_0.JPEG")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=toy_overrides(
+            tmp_path / "data", tmp_path / "cache", "dataset=imagenet_lt", "dataset.n_max=2",
+            "dataset.imbalance_factor=1", "trainer.batch_size=2", "trainer.num_workers=1"))
+    status, message = execute(cfg, tmp_path / "run", "")
+    assert status == 2
+    assert message.startswith(f"error: {bad}: cannot decode the image (") and "\n" not in message

@@ -91,3 +91,14 @@ def test_a_folder_that_cannot_be_listed_is_a_read_error(tmp_path, monkeypatch):
         build_dataset("tinyimagenet_lt", tmp_path, imbalance_factor=1, n_max=1, download=False)
     folder = tmp_path / "tiny-imagenet-200" / "train" / fake_wnids(2)[0] / "images"
     assert str(info.value) == f"cannot read '{folder}': Permission denied"
+
+
+def test_a_truncated_jpeg_is_one_line_naming_the_file(tmp_path):
+    from tests.test_data_imagenet import truncate
+
+    base = write_fake_tinyimagenet(tmp_path, num_classes=3, per_class_train=2, per_class_val=1)
+    bad = truncate(base / "val" / "images" / "val_1.JPEG")  # decoded up front, in threads, not in workers
+    with pytest.raises(DataError) as error:
+        build_dataset("tinyimagenet_lt", tmp_path, imbalance_factor=1, n_max=2, download=False)
+    assert str(error.value).startswith(f"{bad}: cannot decode the image (OSError: image file is truncated")
+    assert "\n" not in str(error.value)

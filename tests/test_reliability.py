@@ -192,3 +192,35 @@ def test_rejected_command_leaves_an_earlier_run_untouched(fake_cifar_root: Path,
     bad = run_cli(*good, "loss.temperature=-1", cwd=tmp_path)
     assert bad.returncode == 2 and "loss.temperature: -1; must be > 0" in bad.stderr
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+
+class _Reached(Exception):
+    pass
+
+
+def test_a_run_sweeps_the_temps_of_writers_killed_before_it(compose_toy, tmp_path: Path, monkeypatch):
+    from types import SimpleNamespace
+
+    from ltkd import stages
+    from ltkd.checkpoint import STALE_TEMP_AGE_S
+    from tests.test_checkpoint import plant_temps
+
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    cfg = load_config(compose_toy("loss=kd", f"paths.teacher_cache={cache}", f"data.root={tmp_path / 'none'}"))
+    old = [*plant_temps(run, "config.yaml", "metrics.json", age_s=STALE_TEMP_AGE_S + 1),
+           *plant_temps(run / "checkpoints", "student.ckpt", age_s=STALE_TEMP_AGE_S + 1),
+           *plant_temps(cache, "cifar100_lt-g10-resnet8-seed0-0123456789abcdef.pt", age_s=STALE_TEMP_AGE_S + 1)]
+    fresh = plant_temps(cache, "another-jobs-teacher.pt", age_s=1)
+    with pytest.raises(DataError):  # the run directory is swept before anything else
+        pipeline.run(cfg, run)
+    assert not any(p.exists() for p in old[:3]) and all(p.exists() for p in old[3:])
+
+    def reached(*args, **kwargs):
+        raise _Reached
+
+    monkeypatch.setattr(stages, "broadcast_object", reached)  # the first thing after opening the cache
+    ctx = SimpleNamespace(cfg=cfg, new_model=lambda *args: None, runtime=SimpleNamespace(bf16=False), dist=None)
+    with pytest.raises(_Reached):
+        stages.obtain_teacher(ctx, None)
+    assert not any(p.exists() for p in old) and all(p.exists() for p in fresh)

@@ -4,6 +4,7 @@ finished run's outputs are all present and whole, and are made again when they a
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,35 @@ def test_a_damaged_output_of_a_finished_run_is_repaired_with_the_same_results(da
     assert run_outputs.outputs_problem(run_dir) is None
     for who in ("teacher", "student"):
         assert after[who]["final"] == before[who]["final"]
+
+
+def pasted_run_dir(message: str) -> str:
+    """The value of the `hydra.run.dir=` override that `message` tells the user to add after resume=false, as
+    the shell and then Hydra's override parser read it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    (override,) = [a for a in shlex.split(message.split("resume=false ", 1)[1]) if a.startswith("hydra.run.dir=")]
+    (parsed,) = OverridesParser.create().parse_overrides([override])
+    assert parsed.key_or_group == "hydra.run.dir"
+    return OmegaConf.create({"dir": parsed.value()}).dir
+
+
+@pytest.mark.parametrize("name", ["seed0,loss.alpha=0.5", "it's a \"dir\" with $HOME and ${x}", "back\\slash\\"])
+def test_the_run_directory_a_message_shows_pastes_into_a_command(name: str, compose_toy, tmp_path: Path):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    run_dir = tmp_path / "outputs" / "kd" / name
+    run_dir.mkdir(parents=True)
+    if "=" in name:  # what the message said before: Hydra cannot parse the directory unquoted
+        with pytest.raises(OverrideParseException):
+            OverridesParser.create().parse_overrides([f"hydra.run.dir={run_dir}"])
+    stored = load_config(compose_toy("loss=kd", "trainer.eval_every=2")).to_dict()
+    OmegaConf.save(OmegaConf.create(stored), run_dir / "config.yaml")
+    with pytest.raises(ConfigError, match="holds a run of another config") as other:
+        pipeline.check_same_identity(load_config(compose_toy("loss=kd")), run_dir)
+    (run_dir / "config.yaml").write_text("a: [unclosed")
+    with pytest.raises(ConfigError, match="is unreadable") as unreadable:
+        pipeline.check_same_identity(load_config(compose_toy("loss=kd")), run_dir)
+    for info in (other, unreadable):
+        assert pasted_run_dir(str(info.value)) == str(run_dir)
