@@ -181,7 +181,9 @@ def cli() -> None:
     except (HydraException, OmegaConfBaseException, OSError) as exc:
         if debug:
             raise
-        if isinstance(exc, OSError):  # raised before a job starts: ltkd's own writes fail inside execute
+        # raised before a job starts (ltkd's own writes fail inside execute); Hydra's MissingConfigException
+        # is an OSError too, but a composition error
+        if isinstance(exc, OSError) and not isinstance(exc, HydraException):
             line, status = output_error_line(exc), OUTPUT_ERROR_EXIT_CODE
         else:
             line, status = hydra_error_line(exc, sys.argv[1:]), USER_ERROR_EXIT_CODE

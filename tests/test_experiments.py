@@ -8,7 +8,6 @@ import re
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -244,11 +243,11 @@ def test_parallel_multirun_trains_the_teacher_once_and_matches_the_sequential_on
 
 
 def test_parallel_multirun_honours_the_time_limit_in_every_job(fake_cifar_root: Path, tmp_path: Path):
-    long = ["trainer.epochs=300", "trainer.time_limit=30s"]  # 300 epochs need minutes; the budget stops them
-    started = time.monotonic()
+    # 300 epochs need minutes; the budget stops them. The mechanism is asserted, not the wall clock (a loaded
+    # machine may take longer than the budget to start two jobs): each job reports its own time-limit stop.
+    long = ["trainer.epochs=300", "trainer.time_limit=30s"]
     proc = toy_multirun(fake_cifar_root, tmp_path, "budget", *PARALLEL, *long)
     assert proc.returncode == PREEMPTED_EXIT_CODE, proc.stderr[-2000:]
-    assert time.monotonic() - started < 30
     assert "2 jobs, 0 succeeded, 0 failed, 2 stopped before finishing" in proc.stderr, proc.stderr[-3000:]
     stops = re.findall(r"^  job \d .* exit 75: .*time limit", proc.stderr, flags=re.M)
     assert len(stops) == 2, proc.stderr[-3000:]  # each job stopped on the budget itself
