@@ -1,6 +1,6 @@
 """A run, in order: refuse another config's run directory, read the data, build the run's parts
-(`ltkd.build`), stage 1 then stage 2 (`ltkd.stages`), then the outputs (`ltkd.run_outputs`), metrics.json
-last."""
+(`ltkd.build`) and check the method on a dummy batch, stage 1 then stage 2 (`ltkd.stages`), then the outputs
+(`ltkd.run_outputs`), metrics.json last."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ltkd.build import build_context, load_data
+from ltkd.build import build_context, check_method, load_data
 from ltkd.checkpoint import atomic_write_bytes
 from ltkd.config import RunConfig, run_identity
 from ltkd.deadline import STOP_MARGIN_S, deadline_for, parse_duration
@@ -69,6 +69,7 @@ def run(cfg: RunConfig, run_dir: Path, command: str = "", stop: StopSignal | Non
     ctx = build_context(cfg, run_dir, data=data, runtime=runtime, logger=logger, stop=stop, dist=dist_info)
     try:
         with ctx.stop.installed():
+            check_method(ctx)  # a method's mistake shows now, not after the teacher has trained
             teacher, teacher_report = obtain_teacher(ctx, given_teacher)
             student_report = train_student(ctx, teacher, teacher_report)
         group_mass = ctx.group_mass({"teacher": teacher, "student": student_report.pop("model")})
