@@ -112,8 +112,10 @@ def check_same_identity(cfg: RunConfig, run_dir: Path) -> None:
                           "resume=false starts this run directory over") from None
     now = run_identity(cfg.to_dict())
     # before each method had its own loss config, every run stored every method's keys: those the run's
-    # method does not have never changed its results
-    before = {k: v for k, v in run_identity(stored).items() if k in now or not k.startswith("loss.")}
+    # method does not have never changed its results; `pair.dkd_beta` (now DKD's `loss.beta`, from
+    # configs/loss_pair/) acted only through loss.beta
+    before = {k: v for k, v in run_identity(stored).items()
+              if (k in now or not k.startswith("loss.")) and k != "pair.dkd_beta"}
     diffs = [f"{k} (stored {before.get(k, 'absent')}, now {now.get(k, 'absent')})"
              for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
     if diffs:

@@ -62,6 +62,27 @@ def test_loss_presets(overrides, expected, tmp_path: Path):
         assert getattr(cfg.loss, key) == value, key
 
 
+# DKD's β per pair as configs/pair/<pair>.yaml's `dkd_beta` stated it before β moved to the loss side
+DKD_BETA_BEFORE = {"resnet32_resnet8": 8.0, "resnet32x4_resnet8x4": 8.0, "resnet32x4_shufflev2": 8.0,
+                   "resnet34_resnet18": 0.5, "resnet50_mobilenetv2": 8.0, "resnet50_mobilenetv2_imagenet": 2.0,
+                   "resnet56_resnet20": 8.0, "vgg13_vgg8": 6.0, "wrn_40_2_shufflev1": 8.0, "wrn_40_2_wrn_16_2": 6.0}
+
+
+def test_dkd_s_beta_for_each_pair_is_the_one_the_pair_gave_before(tmp_path: Path):
+    assert sorted(DKD_BETA_BEFORE) == sorted(p.stem for p in (Path(CONFIG_DIR) / "pair").glob("*.yaml"))
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        def beta(*overrides: str) -> float:
+            cfg = compose("train", overrides=[f"data.root={tmp_path}", *overrides])
+            assert "dkd_beta" not in cfg.pair  # the loss side's value only
+            return cfg.loss.beta
+
+        assert {pair: beta("loss=dkd", f"pair={pair}") for pair in DKD_BETA_BEFORE} == DKD_BETA_BEFORE
+        # with an experiment (the ImageNet-LT table's other pair); another loss with a pair of DKD's own
+        assert beta("experiment=table_imagenet_lt", "loss=dkd", "pair=resnet50_mobilenetv2_imagenet") == 2.0
+        assert beta("loss=ltkd", "pair=resnet34_resnet18") == 8.0
+        assert beta("loss=dkd", "pair=vgg13_vgg8", "loss.beta=3") == 3.0
+
+
 def test_light_architectures_get_their_own_lr(tmp_path: Path):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = load_config(compose("train", overrides=[f"data.root={tmp_path}", "pair=resnet50_mobilenetv2"]))

@@ -129,7 +129,7 @@ def test_dkd_follows_alpha_beta_temperature(compose_toy, tmp_path: Path):
     assert differs(expected, dkd_loss(logits_s, logits_t, target, 3.0, 0.7, 2.0))  # α and β swapped
 
 
-def test_dkd_beta_comes_from_the_pair(compose_toy, tmp_path: Path):
+def test_dkd_beta_comes_from_the_loss_s_file_for_the_pair(compose_toy, tmp_path: Path):
     _, distiller = build(compose_toy, tmp_path, "loss=dkd", "pair=wrn_40_2_wrn_16_2", "loss.warmup_epochs=0",
                            "teacher.arch=resnet8", "student.arch=resnet8")
     losses, (logits_s, _, logits_t, _, target) = losses_at(distiller, epoch=1)
