@@ -252,3 +252,25 @@ def test_run_identity_is_the_config_minus_where_files_go_logging_and_speed_knobs
     # an excluded name excludes that key and what is below it, never a key that merely starts the same way
     raw = {"trainer": {"device": "cpu", "devices": 2, "lr": 0.1}, "data": {"root": "x"}, "database": 1}
     assert run_identity(raw) == {"trainer.devices": 2, "trainer.lr": 0.1, "database": 1}
+
+
+def test_an_experiment_s_loss_values_that_skip_the_chosen_loss_are_a_warning(tmp_path: Path, monkeypatch, capsys):
+    """experiment=table_imagenet_lt gives KD, DKD and LTKD T = 1 (configs/loss_experiment/): BKD, which has a
+    temperature too but no file there, would quietly keep its own T = 2."""
+    from ltkd import pipeline, train
+
+    def warning(*overrides: str) -> str | None:
+        overrides = ("experiment=table_imagenet_lt", *overrides)
+        return train.loss_experiment_warning(load_config(compose_default(tmp_path, *overrides)), overrides)
+
+    assert warning("loss=bkd") == (
+        "warning: experiment=table_imagenet_lt sets loss.temperature for dkd, kd, ltkd (configs/loss_experiment/) "
+        "but not for loss=bkd, which keeps its own loss.temperature=2.0; give "
+        "configs/loss_experiment/table_imagenet_lt_bkd.yaml or the value on the command line")
+    assert warning("loss=bkd", "loss.temperature=1") is None  # given on the command line
+    for loss in ("kd", "ce", "reviewkd"):  # its own file; no temperature at all; preact is ReviewKD's alone
+        assert warning(f"loss={loss}") is None
+    monkeypatch.setattr(pipeline, "run", lambda *args: None)
+    overrides = ["experiment=table_imagenet_lt", "loss=bkd"]
+    assert train.execute(compose_default(tmp_path, *overrides), tmp_path, "", overrides) == (0, "")
+    assert capsys.readouterr().err.startswith("warning: experiment=table_imagenet_lt sets loss.temperature")
