@@ -8,15 +8,16 @@ test also checks that the wrong setting would give a clearly different number.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 import torch
 from torch import Tensor, nn
 
-from ltkd.build import RunContext, build_context, student_distiller
+from ltkd.build import RunContext, build_context, check_method, student_distiller
 from ltkd.config import RunConfig, load_config
-from ltkd.distillers import Distiller
+from ltkd.distillers import METHODS, Distiller
 from ltkd.distributed import DistInfo, mean_over_ranks
 from ltkd.losses import (
     bkd_loss,
@@ -236,7 +237,7 @@ def test_reviewkd_follows_alpha_and_preact(overrides, alpha: float, student_key:
 
 # --- the CE term of every method -----------------------------------------------------------------
 
-@pytest.mark.parametrize("loss", ["ce", "kd", "dkd", "reviewkd", "bkd", "ltkd"])
+@pytest.mark.parametrize("loss", list(METHODS))
 def test_ce_term_follows_weight_and_logit_adjustment(loss: str, compose_toy, tmp_path: Path):
     cfg, distiller = build(compose_toy, tmp_path, f"loss={loss}", "loss.ce_weight=0.4", "loss.logit_adjust_tau=1.5")
     images, target = batch()
@@ -247,3 +248,29 @@ def test_ce_term_follows_weight_and_logit_adjustment(loss: str, compose_toy, tmp
     torch.testing.assert_close(losses["loss_ce"], expected)
     assert differs(expected, 0.4 * logit_adjusted_ce(logits_s, target, None, 0.0))
 
+
+
+# --- what every method of the table keeps (a method added to METHODS is covered here) ------------
+
+@pytest.mark.parametrize("loss", list(METHODS))
+def test_every_method_passes_the_check_step_and_resumes_from_its_student_state(loss: str, compose_toy,
+                                                                               tmp_path: Path):
+    """The run's check step (one training step on a dummy batch, before stage 1) passes, a real step's losses
+    are finite scalars with gradients, and the student state a stage checkpoint stores loads back exactly."""
+    cfg = load_config(compose_toy(f"loss={loss}"))
+    ctx = context(cfg, tmp_path)
+    check_method(ctx)
+    distiller = student_distiller(ctx, biased_teacher(cfg)).train()
+    _, losses = distiller(*batch(), 1)
+    assert set(losses) == ({"loss_ce"} if not METHODS[loss].uses_teacher else {"loss_ce", "loss_kd"})
+    assert all(v.ndim == 0 and torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in distiller.student.parameters())
+    state = distiller.student_state_dict()
+    assert not any(k.startswith("teacher.") for k in state)
+    fresh = copy.deepcopy(distiller)
+    with torch.no_grad():
+        for p in fresh.trainable_parameters():
+            p.add_(1.0)
+    fresh.load_student_state_dict(state)
+    assert all(torch.equal(v, state[k]) for k, v in fresh.student_state_dict().items())
