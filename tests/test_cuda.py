@@ -26,7 +26,7 @@ from ltkd.engine import Preempted, Stage, StopSignal
 from ltkd.models import create_model
 from ltkd.runtime import Runtime
 from ltkd.teacher_outputs import share_teacher_outputs
-from tests.conftest import DEVICES, no_host_sync
+from tests.helpers import DEVICES, no_host_sync
 
 # every method of the table with its preset, some in variants of their own
 VARIANTS = {"bkd": {"bkd": ["loss.defer_epoch=0"]},  # class-balanced from the first step

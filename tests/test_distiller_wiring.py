@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ltkd.build import RunContext, build_context, check_method, student_distiller
+from ltkd.build import check_method, student_distiller
 from ltkd.config import RunConfig, load_config
 from ltkd.distillers import METHODS, Distiller
 from ltkd.distributed import DistInfo, mean_over_ranks
@@ -30,27 +30,13 @@ from ltkd.losses import (
     ltkd_loss,
     teacher_group_mean,
 )
-from ltkd.models import create_model
+from tests.helpers import biased_teacher, context
 
 # the toy data (tests/conftest.py): 100 classes, counts falling with the label, so the groups by count
 # are the labels in order: 33 / 34 / 33 classes, or 50 / 50 for two groups
 THREE_GROUPS = torch.tensor([0] * 33 + [1] * 34 + [2] * 33)
 TWO_GROUPS = torch.tensor([0] * 50 + [1] * 50)
 BATCH = 8
-
-
-def context(cfg: RunConfig, tmp_path: Path, dist: DistInfo | None = None) -> RunContext:
-    """What the pipeline gives stage 2 (the toy data, its groups), as one process or a rank."""
-    return build_context(cfg, tmp_path, dist=dist)
-
-
-def biased_teacher(cfg: RunConfig) -> nn.Module:
-    """The configured teacher architecture, its classifier bias falling from head (+4) to tail (-4)."""
-    torch.manual_seed(1)
-    teacher = create_model(cfg.teacher.arch, cfg.dataset.num_classes)
-    with torch.no_grad():
-        teacher.classifier.bias.copy_(torch.linspace(4.0, -4.0, cfg.dataset.num_classes))
-    return teacher
 
 
 def build(compose_toy, tmp_path: Path, *overrides: str) -> tuple[RunConfig, Distiller]:
@@ -247,7 +233,6 @@ def test_ce_term_follows_weight_and_logit_adjustment(loss: str, compose_toy, tmp
     expected = 0.4 * logit_adjusted_ce(logits_s, target, class_log_prior(counts), 1.5)
     torch.testing.assert_close(losses["loss_ce"], expected)
     assert differs(expected, 0.4 * logit_adjusted_ce(logits_s, target, None, 0.0))
-
 
 
 # --- what every method of the table keeps (a method added to METHODS is covered here) ------------

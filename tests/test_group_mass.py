@@ -22,8 +22,7 @@ from ltkd.config import load_config
 from ltkd.distillers import METHODS
 from ltkd.group_mass import measure
 from ltkd.recipes import CONFIG_DIR
-from tests.conftest import toy_overrides
-from tests.test_train import ROOT
+from tests.helpers import ROOT, toy_overrides
 
 
 def _script(name: str):

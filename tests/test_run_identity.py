@@ -12,8 +12,7 @@ from omegaconf import OmegaConf
 from ltkd import pipeline, reporting, run_outputs
 from ltkd.config import load_config
 from ltkd.errors import ConfigError, OutputError
-from tests.conftest import toy_overrides
-from tests.test_train import run_cli
+from tests.helpers import run_cli, toy_overrides
 
 CHANGES = {  # first run's overrides, second run's overrides, a field that differs
     "preset": (["experiment=demo"], [], "loss.warmup_epochs (stored 1, now 0)"),

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,15 +10,7 @@ import pytest
 from ltkd import pipeline
 from ltkd.config import load_config
 from ltkd.distillers import METHODS
-from tests.conftest import toy_overrides
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_cli(*args: str, cwd: Path, env_extra: dict | None = None, timeout: int = 300):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "ltkd.train", *args], cwd=cwd, capture_output=True,
-                          text=True, env=env, timeout=timeout)
+from tests.helpers import run_cli, toy_overrides
 
 
 # every method of the table; a whole toy run each, so one in the fast suite (the check step and one training
