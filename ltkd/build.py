@@ -120,8 +120,9 @@ class RunContext:
             forward = DistributedDataParallel(module, device_ids=ids)
         if cfg.trainer.compile:
             forward.compile()
+        trainer = cfg.stage_trainer(name)
         return Stage(name, module, module.trainable_parameters(), train_loader=self.loader(True, name),
-                     evaluate=self.evaluator(evaluated), trainer=cfg.trainer, lr=cfg.stage_lr(arch, lr),
+                     evaluate=self.evaluator(evaluated), trainer=trainer, lr=cfg.stage_lr(arch, lr, trainer),
                      runtime=self.runtime, checkpoint_path=checkpoint_path, logger=self.logger, stop=self.stop,
                      dist=self.dist, forward=forward)
 

@@ -24,8 +24,8 @@ from ltkd.data.datasets import DATASETS
 from ltkd.deadline import STOP_MARGIN_S, parse_duration
 from ltkd.distillers import METHODS, LossConfig
 from ltkd.errors import ConfigError, first_line
-from ltkd.models import available_models, model_name
-from ltkd.recipes import recipe_epochs
+from ltkd.models import available_models, has_feature_pyramid, model_name
+from ltkd.recipes import recipe_epochs, trainer_preset_values, trainer_presets
 
 __all__ = ["LossConfig", "RunConfig", "load_config", "run_identity", "unknown_key_message"]
 
@@ -81,6 +81,11 @@ class TeacherConfig:
 class StudentConfig:
     arch: str
     lr: float | None = None
+    recipe: str | None = None  # a trainer preset whose optimizer and schedule the student trains with
+
+
+Optimizer = Literal["sgd", "adamw"]
+LrSchedule = Literal["step", "cosine"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,9 @@ class TrainerConfig:
     weight_decay: float
     lr_milestones: tuple[int, ...]
     lr_decay: float
+    optimizer: Optimizer = "sgd"  # sgd (momentum), adamw (betas (momentum, 0.999), decoupled weight decay)
+    lr_schedule: LrSchedule = "step"  # step: x lr_decay at lr_milestones; cosine: to 0 after the warm-up
+    warmup_epochs: int = 0  # lr_schedule=cosine: linear warm-up epochs before the cosine decay
     max_steps_per_epoch: int | None = None
     eval_batch_size: int = 500
     eval_every: int = 1
@@ -145,11 +153,20 @@ class RunConfig:
     sweep_name: str = ""
     experiment: str | None = None
 
-    def stage_lr(self, arch: str, explicit: float | None) -> float:
-        """The learning rate for training `arch`: explicit, else the recipe's light or default lr."""
+    def stage_lr(self, arch: str, explicit: float | None, trainer: TrainerConfig | None = None) -> float:
+        """The learning rate for training `arch`: explicit, else the recipe's light or default lr (the recipe:
+        `trainer`, by default the run's)."""
         if explicit is not None:
             return explicit
-        return self.trainer.light_lr if arch in self.trainer.light_archs else self.trainer.lr
+        trainer = trainer or self.trainer
+        return trainer.light_lr if arch in trainer.light_archs else trainer.lr
+
+    def stage_trainer(self, stage: str) -> TrainerConfig:
+        """The recipe stage `stage` ("teacher", "student") trains with: the run's trainer, for the student
+        with `student.recipe`'s optimizer and schedule (`RECIPE_FIELDS`) when one is named."""
+        if stage != "student" or self.student.recipe is None:
+            return self.trainer
+        return recipe_trainer(self.trainer, self.student.recipe)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -246,6 +263,36 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     raise TypeError(f"unsupported config type {tp} for {key}")
 
 
+# --- per-stage recipes --------------------------------------------------------------------------
+
+# What a stage recipe (`student.recipe`) sets; the rest (epochs, batch size, device, ...) stays the run's.
+RECIPE_FIELDS = ("optimizer", "lr", "light_lr", "light_archs", "momentum", "weight_decay", "lr_schedule",
+                 "warmup_epochs", "lr_milestones", "lr_decay")
+
+
+def recipe_trainer(trainer: TrainerConfig, recipe: str) -> TrainerConfig:
+    """`trainer` with the optimizer and schedule of the trainer preset `recipe` (configs/trainer/), its
+    epoch-counted points (lr milestones, warm-up) moved from the preset's epochs to the same fractions of
+    `trainer.epochs` (a smoke run keeps the recipe's shape)."""
+    presets = trainer_presets()
+    require(recipe in presets, f"student.recipe: {recipe!r} is not allowed; allowed: {', '.join(presets)} "
+            "(configs/trainer/), or null")
+    preset = trainer_preset_values(recipe)
+    values = {key: preset[key] for key in RECIPE_FIELDS if key in preset}
+    recipe_epochs_, epochs = int(preset["epochs"]), trainer.epochs
+    if recipe_epochs_ != epochs:
+        values["lr_milestones"] = scaled_milestones(tuple(values.get("lr_milestones", ())), recipe_epochs_, epochs)
+        warmup = int(values.get("warmup_epochs", 0))
+        values["warmup_epochs"] = min(epochs - 1, math.floor(warmup * epochs / recipe_epochs_ + 0.5))
+    raw = {**dataclasses.asdict(trainer), **values}
+    try:
+        staged = _build(TrainerConfig, raw, "trainer.")
+        _validate_trainer(staged)
+    except ConfigError as exc:
+        raise ConfigError(f"student.recipe={recipe}: {exc}") from None
+    return staged
+
+
 # --- semantic checks ----------------------------------------------------------------------------
 
 def unknown_key_message(full_key: str, loss_name: str | None = None) -> str:
@@ -282,7 +329,15 @@ def run_identity(config: dict[str, Any]) -> dict[str, Any]:
     if identity.get("teacher.objective", "ce") == "ce":
         identity.pop("teacher.objective", None)
         identity.pop("teacher.tau", None)
+    for key, default in ADDED_WITH_DEFAULT.items():
+        if identity.get(key, default) == default:
+            identity.pop(key, None)
     return identity
+
+
+# Fields added after runs were stored, at the value that reproduces those runs: absent from the identity there.
+ADDED_WITH_DEFAULT = {"trainer.optimizer": "sgd", "trainer.lr_schedule": "step", "trainer.warmup_epochs": 0,
+                      "student.recipe": None}
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -314,10 +369,26 @@ def _validate(run: RunConfig) -> None:
             require(given is None, f"{key}: {given}; split files are for {supported} only, use null")
     for key, arch in (("teacher.arch", run.teacher.arch), ("student.arch", run.student.arch)):
         require(model_name(arch) in models, f"{key}: unknown model '{arch}'; available: {', '.join(models)}")
+    for role, arch in (("student", run.student.arch), ("teacher", run.teacher.arch)):
+        if METHODS[run.loss.name].needs_feature_pyramid and not has_feature_pyramid(arch):
+            others = ", ".join(m.name for m in METHODS.values() if m.uses_teacher and not m.needs_feature_pyramid)
+            raise ConfigError(f"loss={run.loss.name}: pair {run.pair.name} has {role} {model_name(arch)}, whose "
+                              f"features are one resolution of tokens, not the multi-stage CNN feature pyramid "
+                              f"{run.loss.name} fuses; use a CNN {role} or loss={others} (logits only)")
     for key, lr in (("teacher.lr", run.teacher.lr), ("student.lr", run.student.lr)):
         require(lr is None or lr > 0, f"{key}: {lr}; must be > 0 or null")
     _validate_teacher(run.teacher)
     run.loss.check(ds.num_classes)
+    _validate_trainer(tr, ds.name)
+    run.stage_trainer("student")  # a student.recipe that is no preset, or gives no valid recipe, stops here
+    require(bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", tr.device)),
+            f"trainer.device: '{tr.device}'; allowed: auto, cpu, cuda, cuda:N")
+    if run.logger.name == "wandb":
+        require(bool(run.logger.project), "logger.project: empty; give a W&B project name")
+
+
+def _validate_trainer(tr: TrainerConfig, dataset: str | None = None) -> None:
+    """The trainer's values; `dataset` names the recipe the milestones error scales (None: no suggestion)."""
     require(tr.epochs >= 1, f"trainer.epochs: {tr.epochs}; must be >= 1")
     require(tr.batch_size >= 1, f"trainer.batch_size: {tr.batch_size}; must be >= 1")
     require(tr.eval_batch_size >= 1, f"trainer.eval_batch_size: {tr.eval_batch_size}; must be >= 1")
@@ -327,8 +398,15 @@ def _validate(run: RunConfig) -> None:
     require(0 < tr.lr_decay <= 1, f"trainer.lr_decay: {tr.lr_decay:g}; must be in (0, 1]")
     require(list(tr.lr_milestones) == sorted(tr.lr_milestones),
             f"trainer.lr_milestones: {list(tr.lr_milestones)}; must be increasing")
-    if not all(1 <= m <= tr.epochs for m in tr.lr_milestones):
-        raise ConfigError(_milestones_message(run))
+    if tr.lr_schedule == "step" and not all(1 <= m <= tr.epochs for m in tr.lr_milestones):
+        raise ConfigError(_milestones_message(tr, dataset))
+    require(tr.warmup_epochs >= 0, f"trainer.warmup_epochs: {tr.warmup_epochs}; must be >= 0")
+    require(tr.lr_schedule == "cosine" or tr.warmup_epochs == 0,
+            f"trainer.warmup_epochs: {tr.warmup_epochs}; the warm-up belongs to lr_schedule=cosine, use 0 with "
+            f"lr_schedule={tr.lr_schedule}")
+    require(tr.warmup_epochs < tr.epochs,
+            f"trainer.warmup_epochs: {tr.warmup_epochs}; must be < trainer.epochs={tr.epochs} (the cosine needs "
+            "an epoch)")
     require(tr.max_steps_per_epoch is None or tr.max_steps_per_epoch >= 1,
             f"trainer.max_steps_per_epoch: {tr.max_steps_per_epoch}; must be >= 1 or null")
     require(tr.eval_every >= 1, f"trainer.eval_every: {tr.eval_every}; must be >= 1")
@@ -342,10 +420,6 @@ def _validate(run: RunConfig) -> None:
                               "8m, 1h30m, or seconds") from None
         require(budget > STOP_MARGIN_S, f"trainer.time_limit: {tr.time_limit!r}; must be more than the "
                 f"{STOP_MARGIN_S:g} s stop margin plus start-up")
-    require(bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", tr.device)),
-            f"trainer.device: '{tr.device}'; allowed: auto, cpu, cuda, cuda:N")
-    if run.logger.name == "wandb":
-        require(bool(run.logger.project), "logger.project: empty; give a W&B project name")
 
 
 def _validate_teacher(teacher: TeacherConfig) -> None:
@@ -366,12 +440,13 @@ def scaled_milestones(milestones: tuple[int, ...], recipe_epochs: int, epochs: i
     return sorted({min(epochs, max(1, math.floor(m * epochs / recipe_epochs + 0.5))) for m in milestones})
 
 
-def _milestones_message(run: RunConfig) -> str:
+def _milestones_message(tr: TrainerConfig, dataset: str | None) -> str:
     """The error for milestones beyond the epochs (they would never take effect), with the milestones scaled
     from the dataset's recipe length (`recipes.recipe_epochs`) to `trainer.epochs` as a ready override."""
-
-    tr = run.trainer
-    scaled = scaled_milestones(tr.lr_milestones, recipe_epochs(run.dataset.name), tr.epochs)
-    return (f"trainer.lr_milestones: {list(tr.lr_milestones)}; each must be in [1, trainer.epochs={tr.epochs}] "
-            f"(a later milestone never takes effect); the recipe's schedule scaled to {tr.epochs} epochs: "
+    message = (f"trainer.lr_milestones: {list(tr.lr_milestones)}; each must be in [1, trainer.epochs={tr.epochs}] "
+               "(a later milestone never takes effect)")
+    if dataset is None:
+        return message
+    scaled = scaled_milestones(tr.lr_milestones, recipe_epochs(dataset), tr.epochs)
+    return (f"{message}; the recipe's schedule scaled to {tr.epochs} epochs: "
             f"trainer.lr_milestones=[{','.join(map(str, scaled))}]")

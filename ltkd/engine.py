@@ -8,6 +8,7 @@ data randomness is derived from (seed, epoch) and the global RNG states are rest
 
 from __future__ import annotations
 
+import functools
 import math
 import signal
 import time
@@ -161,14 +162,31 @@ class StopSignal:
 
 
 def build_optimizer(params: list[nn.Parameter], lr: float, trainer: TrainerConfig, runtime: Runtime):
-    """SGD with momentum and weight decay (fused kernels on CUDA) and the multi-step schedule."""
-    optimizer = torch.optim.SGD(
-        params, lr=lr, momentum=trainer.momentum, weight_decay=trainer.weight_decay, fused=runtime.is_cuda
-    )
+    """`trainer.optimizer` (fused kernels on CUDA) and its per-epoch `trainer.lr_schedule`: SGD with momentum
+    and weight decay, or AdamW (betas (momentum, 0.999), decoupled weight decay); the multi-step schedule, or
+    the linear warm-up then cosine decay of `cosine_factor`."""
+    if trainer.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=lr, betas=(trainer.momentum, 0.999),
+                                      weight_decay=trainer.weight_decay, fused=runtime.is_cuda)
+    else:
+        optimizer = torch.optim.SGD(
+            params, lr=lr, momentum=trainer.momentum, weight_decay=trainer.weight_decay, fused=runtime.is_cuda
+        )
+    if trainer.lr_schedule == "cosine":
+        factor = functools.partial(cosine_factor, warmup=trainer.warmup_epochs, epochs=trainer.epochs)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
         optimizer, milestones=list(trainer.lr_milestones), gamma=trainer.lr_decay
     )
     return optimizer, scheduler
+
+
+def cosine_factor(done: int, *, warmup: int, epochs: int) -> float:
+    """The lr factor of the epoch after `done` finished ones: (done + 1) / (warmup + 1) during the `warmup`
+    epochs (a linear rise), then half a cosine from 1 at epoch warmup + 1 towards 0 at epoch epochs + 1."""
+    if done < warmup:
+        return (done + 1) / (warmup + 1)
+    return 0.5 * (1.0 + math.cos(math.pi * (done - warmup) / (epochs - warmup)))
 
 
 class Stage:
@@ -335,9 +353,11 @@ class Stage:
         return sums
 
     def _optimizer_settings(self) -> dict[str, float]:
-        """The SGD settings this epoch trained with (the schedule's lr, momentum, weight decay)."""
+        """The optimizer settings this epoch trained with (the schedule's lr, momentum (AdamW: beta1), weight
+        decay)."""
         group = self.optimizer.param_groups[0]
-        return {"lr": group["lr"], "momentum": group["momentum"], "weight_decay": group["weight_decay"]}
+        momentum = group["betas"][0] if "betas" in group else group["momentum"]
+        return {"lr": group["lr"], "momentum": momentum, "weight_decay": group["weight_decay"]}
 
     def _read_epoch_stats(self, epoch: int, sums: EpochSums) -> dict[str, float]:
         """The one host sync of the epoch: read the accumulated statistics (summed over ranks), stop on a

@@ -20,8 +20,20 @@ class ConfigError(LTKDError):
     """A config value is invalid: the message names the field, the value and what is allowed."""
 
 
+def _os_error_line(verb: str, exc: OSError, path: object) -> str:
+    """'cannot <verb> '<where>': <why>' for an OSError (`path` when the error does not name it)."""
+    where = exc.filename if exc.filename is not None else path
+    return f"cannot {verb} '{where}': {exc.strerror or exc}"
+
+
 class DataError(LTKDError):
     """A dataset is missing, incomplete or corrupt: the message names the path and the expected layout."""
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, path: object = None) -> DataError:
+        """One line from an OSError while reading input (a directory where a file belongs, no permission):
+        the input's fault, status 2, unlike `OutputError`'s writes."""
+        return cls(_os_error_line("read", exc, path))
 
 
 class CheckpointError(LTKDError):
@@ -40,8 +52,7 @@ class OutputError(LTKDError):
     @classmethod
     def from_os_error(cls, exc: OSError, path: object = None) -> OutputError:
         """One line from an OSError: what failed and where (`path` when the error does not name it)."""
-        where = exc.filename if exc.filename is not None else path
-        return cls(f"cannot write '{where}': {exc.strerror or exc}")
+        return cls(_os_error_line("write", exc, path))
 
 
 def first_line(exc: BaseException) -> str:

@@ -28,6 +28,17 @@ def _recipe_name(dataset: str) -> str:
     return str(overrides[-1]) if overrides else "default"
 
 
+def trainer_presets() -> list[str]:
+    """The trainer presets (configs/trainer/<name>.yaml), sorted."""
+    return sorted(path.stem for path in (Path(CONFIG_DIR) / "trainer").glob("*.yaml"))
+
+
+@functools.cache
+def trainer_preset_values(name: str) -> dict:
+    """Trainer preset `name` with its parents merged in, as plain values."""
+    return OmegaConf.to_container(_trainer_preset(name), resolve=True)
+
+
 def _trainer_preset(name: str) -> DictConfig:
     preset = OmegaConf.load(Path(CONFIG_DIR) / "trainer" / f"{name}.yaml")
     parents = [_trainer_preset(parent) for parent in preset.pop("defaults", [])]

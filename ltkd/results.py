@@ -59,6 +59,60 @@ def find_metrics(root: Path) -> list[Path]:
     return sorted(root.rglob("metrics.json"))
 
 
+RUN_KEYS = ("dataset", "imbalance_factor", "teacher_arch", "student_arch", "loss", "seed", "epochs", "teacher",
+            "student")  # what `collect` needs of every metrics.json
+
+
+@dataclass
+class Scan:
+    """The runs under a folder: the metrics.json files that can be tabulated, and what was left out (each a
+    (path, reason) pair: an unreadable metrics.json, or a run folder whose metrics.json is missing)."""
+
+    paths: list[Path]
+    skipped: list[tuple[Path, str]]
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why the metrics.json at `path` cannot be tabulated (None when it can)."""
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    if not text.strip():
+        return "empty file"
+    try:
+        metrics = json.loads(text)
+    except ValueError as exc:  # truncated or not JSON (UnicodeDecodeError is a ValueError too)
+        return f"not valid JSON, truncated? ({' '.join(str(exc).split())})"
+    if not isinstance(metrics, dict):
+        return f"a JSON {type(metrics).__name__}, not an object"
+    missing = [key for key in RUN_KEYS if key not in metrics]
+    return f"lacks {', '.join(missing)}" if missing else None
+
+
+def scan_runs(root: Path) -> Scan:
+    """Every metrics.json under `root` that can be tabulated; the others, and every run folder (one with a
+    config.yaml, which a run writes first) that has no metrics.json, as skipped."""
+    paths, skipped = [], []
+    for path in find_metrics(root):
+        reason = _unreadable(path)
+        if reason is None:
+            paths.append(path)
+        else:
+            skipped.append((path, reason))
+    skipped += [(config.parent, "no metrics.json (a run not finished, or half-written)")
+                for config in sorted(root.rglob("config.yaml"))
+                if config.parent.name != ".hydra" and not (config.parent / "metrics.json").exists()]
+    return Scan(paths, sorted(skipped))
+
+
+def skipped_note(skipped: Sequence[tuple[Path, str]]) -> str:
+    """The note under a table that names what was left out of it ("" when nothing was)."""
+    if not skipped:
+        return ""
+    return "\n".join(["Skipped (not in the table):", *(f"- `{path}`: {reason}" for path, reason in skipped)])
+
+
 # config keys that never tell runs apart (where they ran, how they were logged) or are averaged over (seed)
 IGNORED_KEYS = ("seed", "sweep_name", "experiment", "debug", "resume", "paths.", "logger.", "data.",
                 "trainer.device", "trainer.num_workers", "trainer.compile", "trainer.loader")
@@ -218,9 +272,9 @@ NOTES_HEADING = "## Reading"  # a person's reading of a table, below it in the .
 
 
 def write_table(rows: list[dict[str, str]], out_base: Path, header: str,
-                shown: Sequence[str] = ACCURACY_SHOWN) -> None:
-    """`<out_base>.csv` (every field) and `<out_base>.md` (the `shown` ones, then the existing .md's section
-    from its first `NOTES_HEADING` line on, if any)."""
+                shown: Sequence[str] = ACCURACY_SHOWN, footer: str = "") -> None:
+    """`<out_base>.csv` (every field) and `<out_base>.md` (the `shown` ones, then `footer` if any, then the
+    existing .md's section from its first `NOTES_HEADING` line on, if any)."""
     out_base.parent.mkdir(parents=True, exist_ok=True)
     fields = list(rows[0]) if rows else []
     with open(out_base.with_suffix(".csv"), "w", newline="") as f:
@@ -232,6 +286,8 @@ def write_table(rows: list[dict[str, str]], out_base: Path, header: str,
     md.append("|" + "---|" * len(shown))
     for row in rows:
         md.append("| " + " | ".join(row[k] for k in shown) + " |")
+    if footer:
+        md += ["", footer]
     md_path = out_base.with_suffix(".md")
     notes = _notes(md_path.read_text()) if md_path.exists() else ""
     md_path.write_text("\n".join(md) + "\n" + (f"\n{notes}" if notes else ""))

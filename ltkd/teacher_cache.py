@@ -45,6 +45,9 @@ def teacher_key(run: RunConfig, bf16: bool) -> dict[str, Any]:
         },
         "seed": run.seed,
     }
+    if tr.optimizer != "sgd" or tr.lr_schedule != "step":  # absent from keys cached before they existed
+        key["recipe"] |= {"optimizer": tr.optimizer, "lr_schedule": tr.lr_schedule,
+                          "warmup_epochs": tr.warmup_epochs}
     if run.teacher.logit_adjust_tau:
         key["logit_adjust_tau"] = run.teacher.logit_adjust_tau
     return key

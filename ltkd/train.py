@@ -25,6 +25,7 @@ if __name__ == "__main__":  # before the slow imports: a signal during start-up 
     signal.signal(signal.SIGINT, _stop_during_start_up)
 
 import dataclasses
+import errno
 import hashlib
 import os
 import traceback
@@ -41,7 +42,14 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ltkd.config import RunConfig, load_config, unknown_key_message
 from ltkd.distillers import METHODS
-from ltkd.errors import STOPPED_EXIT_CODES, USER_ERROR_EXIT_CODE, LTKDError, OutputError, first_line
+from ltkd.errors import (
+    OUTPUT_ERROR_EXIT_CODE,
+    STOPPED_EXIT_CODES,
+    USER_ERROR_EXIT_CODE,
+    LTKDError,
+    OutputError,
+    first_line,
+)
 from ltkd.recipes import CONFIG_DIR, experiment_loss_values
 from ltkd.sweep import record_outcome
 
@@ -188,15 +196,31 @@ def hydra_main(cfg: DictConfig) -> int:
 
 
 def cli() -> None:
-    """`python -m ltkd.train`: Hydra's own errors (composition) become one line and exit status 2 too."""
+    """`python -m ltkd.train`: Hydra's own errors (composition) become one line and exit status 2 too; an
+    output directory Hydra cannot make (a read-only output root, a file in its place) is status 74."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let them reach us instead of Hydra's multi-line report
     try:
         hydra_main()
-    except (HydraException, OmegaConfBaseException) as exc:
+    except (HydraException, OmegaConfBaseException, OSError) as exc:
         if "debug=true" in sys.argv:
             raise
-        print(f"error: {hydra_error_line(exc, sys.argv[1:])}", file=sys.stderr)
-        sys.exit(USER_ERROR_EXIT_CODE)
+        if isinstance(exc, OSError):  # raised before a job starts: ltkd's own writes fail inside execute
+            line, status = output_error_line(exc), OUTPUT_ERROR_EXIT_CODE
+        else:
+            line, status = hydra_error_line(exc, sys.argv[1:]), USER_ERROR_EXIT_CODE
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(status)
+
+
+def output_error_line(exc: OSError) -> str:
+    """One line for a directory that could not be made: where, why, and the file in the way if there is one."""
+    line = str(OutputError.from_os_error(exc))
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST) and exc.filename is not None:
+        path = Path(os.fsdecode(exc.filename))
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            line += f" ('{blocker}' is a file, not a directory)"
+    return line
 
 
 if __name__ == "__main__":

@@ -21,11 +21,12 @@ from ltkd.group_mass_table import read_group_mass
 from ltkd.results import (
     check_consistent,
     collect,
-    find_metrics,
     is_reduced,
     load_published,
     plot_table,
     provenance,
+    scan_runs,
+    skipped_note,
     to_rows,
     write_table,
 )
@@ -33,20 +34,18 @@ from ltkd.results import (
 RUN_FILES = ("metrics.json", "config.yaml")  # what a table needs of a run, and what says how it was made
 
 
-def archive(paths: list[Path], root: Path, dest: Path) -> list[Path]:
-    """Copy the `RUN_FILES` of each run (a metrics.json in `paths`, found under `root`) to the same relative
-    folder under `dest`, which is replaced. Returns the copies' metrics.json paths."""
+def archive(folders: list[Path], root: Path, dest: Path) -> None:
+    """Copy the `RUN_FILES` of each run folder in `folders` (found under `root`) to the same relative folder
+    under `dest`, which is replaced."""
     if root.resolve() == dest.resolve():
-        return paths  # tabulating the archive itself
+        return  # tabulating the archive itself
     shutil.rmtree(dest, ignore_errors=True)
-    for path in paths:
-        folder = path.parent
+    for folder in folders:
         target = dest / folder.resolve().relative_to(root.resolve())
         target.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:
             if (folder / name).is_file():
                 shutil.copyfile(folder / name, target / name)
-    return find_metrics(dest)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,14 +58,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--archive", action="store_true",
                         help="copy each run's metrics.json and config.yaml to <out>/runs/<name>/ and tabulate those")
     args = parser.parse_args(argv)
-    paths = find_metrics(args.runs_dir)
-    if not paths:
-        print(f"error: no metrics.json under {args.runs_dir}", file=sys.stderr)
+    scan = scan_runs(args.runs_dir)
+    paths = scan.paths
+    if not paths:  # one line, naming what was found and why none of it can be tabulated
+        found = "no readable run" if scan.skipped else "no metrics.json"
+        print(f"error: {found} under {args.runs_dir}" + "".join(f"; {path}: {reason}" for path, reason in scan.skipped),
+              file=sys.stderr)
         return 2
     name = args.name or args.runs_dir.resolve().name
-    if args.archive:
-        paths = archive(paths, args.runs_dir, args.out / "runs" / name)
+    if args.archive:  # the skipped runs too: the table made again from the archive names them as this one does
+        folders = {p.parent for p in paths} | {p.parent if p.name == "metrics.json" else p for p, _ in scan.skipped}
+        archive(sorted(folders), args.runs_dir, args.out / "runs" / name)
         args.runs_dir = args.out / "runs" / name
+        scan = scan_runs(args.runs_dir)
+        paths = scan.paths
+    for path, reason in scan.skipped:  # the rest is tabulated; the note under the table names these too
+        print(f"skipped {path}: {reason}", file=sys.stderr)
     cells = collect(paths, args.which)
     try:
         check_consistent(cells)
@@ -86,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                    "pipeline; they are not comparable to the paper.**")
     rows = to_rows(cells, load_published())
     out_base = args.out / name
-    write_table(rows, out_base, header)
+    write_table(rows, out_base, header, footer=skipped_note(scan.skipped))
     plot_table(cells, out_base.with_suffix(".png"), f"{name} ({args.which} epoch)" + (" [reduced]" if reduced else ""))
     print(out_base.with_suffix(".md").read_text())
     print(f"wrote {out_base}.md, .csv, .png")

@@ -7,7 +7,9 @@ import errno
 import fcntl
 import json
 import os
+import pickle
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -17,8 +19,8 @@ from ltkd import checkpoint, pipeline
 from ltkd.config import load_config
 from ltkd.errors import INTERRUPTED_EXIT_CODE, OUTPUT_ERROR_EXIT_CODE, PREEMPTED_EXIT_CODE, ConfigError
 from ltkd.teacher_cache import TeacherCache, teacher_key
-from ltkd.train import execute
-from tests.fakedata import write_fake_cifar100
+from ltkd.train import cli, execute
+from tests.fakedata import write_fake_cifar100, write_fake_tinyimagenet
 from tests.helpers import KILL_POINTS, LONGER, drop_test_class, run_cli, start_cli, toy_overrides, wait_for
 
 
@@ -100,6 +102,106 @@ def test_a_full_disk_or_read_only_directory_is_one_line_and_status_74(target: st
     assert message.startswith("error: cannot write '") and f"{target}': {text}" in message and "\n" not in message
     assert not list((tmp_path / "run").rglob("*.tmp"))  # no partial file left
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def cli_in_process(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """`python -m ltkd.train *args` in this process (a subprocess spends seconds importing): (status, stderr)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    monkeypatch.setattr(sys, "argv", ["ltkd.train", *args])
+    GlobalHydra.instance().clear()
+    try:
+        with pytest.raises(SystemExit) as info:
+            cli()
+    finally:
+        GlobalHydra.instance().clear()  # as the other in-process compositions expect
+    return info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("how", ["in-process", pytest.param("command", marks=pytest.mark.slow)])
+def test_a_file_in_place_of_the_output_root_is_one_line_and_status_74(how: str, fake_cifar_root: Path,
+                                                                      tmp_path: Path, monkeypatch, capsys):
+    root = tmp_path / "outputs"
+    root.write_text("")
+    args = [*toy_overrides(fake_cifar_root, tmp_path / "cache"), f"paths.output_root={root}"]
+    if how == "command":  # `python -m ltkd.train` itself
+        proc = run_cli(*args, cwd=tmp_path)
+        status, stderr = proc.returncode, proc.stderr
+    else:
+        status, stderr = cli_in_process(monkeypatch, capsys, *args)
+    assert status == OUTPUT_ERROR_EXIT_CODE  # a traceback from Hydra's mkdir before
+    line = one_line(stderr)
+    assert line.startswith(f"error: cannot write '{root}/") and line.endswith(f"('{root}' is a file, not a directory)")
+
+
+def make_read_only(root: Path, monkeypatch) -> None:
+    """Creating anything under `root` fails as in a read-only directory, also for root (which ignores modes)."""
+    root.mkdir(mode=0o555)
+    if os.geteuid() != 0:
+        return
+    real = os.mkdir
+
+    def mkdir(path, *args, **kwargs):
+        if Path(path).parent == root:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+
+
+@pytest.mark.parametrize("mode", ["run", "sweep"])
+def test_a_read_only_output_root_is_one_line_and_status_74(mode: str, fake_cifar_root: Path, tmp_path: Path,
+                                                           monkeypatch, capsys):
+    root = tmp_path / "read-only"
+    make_read_only(root, monkeypatch)
+    flags, where = (["-m"], [f"paths.sweep_root={root}", "loss.alpha=1,2"]) if mode == "sweep" else \
+        ([], [f"paths.output_root={root}"])
+    status, stderr = cli_in_process(monkeypatch, capsys, *flags, *toy_overrides(fake_cifar_root, tmp_path, *where))
+    assert status == OUTPUT_ERROR_EXIT_CODE, stderr
+    line = one_line(stderr)
+    assert line.startswith(f"error: cannot write '{root}/") and line.endswith("': Permission denied"), line
+    assert not os.listdir(root)
+
+
+def binary(path: Path) -> None:
+    path.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)))  # a gzip header, then every byte
+
+
+def a_directory(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+def two_d_labels(path: Path) -> None:
+    with open(path, "rb") as f:
+        content = pickle.load(f)
+    with open(path, "wb") as f:
+        pickle.dump({**content, "fine_labels": [[y] for y in content["fine_labels"]]}, f)
+
+
+BAD_INPUTS = {  # dataset, file, how it is broken, what the one line says
+    "binary wnids.txt": ("tinyimagenet_lt", "tiny-imagenet-200/wnids.txt", binary,
+                         "wnids.txt: not a text file (byte 0x8b at offset 1 is not UTF-8); expected one wnid per line"),
+    "binary words.txt": ("tinyimagenet_lt", "tiny-imagenet-200/words.txt", binary, "words.txt: not a text file"),
+    "val_annotations.txt a directory": ("tinyimagenet_lt", "tiny-imagenet-200/val/val_annotations.txt", a_directory,
+                                        "cannot read '{path}': Is a directory; expected lines 'filename<TAB>wnid"),
+    "2-D CIFAR labels": ("cifar100_lt", "cifar-100-python/train", two_d_labels,
+                         "train: fine_labels has shape (1200, 1); expected one class index per image"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_an_unreadable_dataset_file_is_one_line_naming_it_and_status_2(case: str, compose_toy, tmp_path: Path):
+    dataset, name, corrupt, message = BAD_INPUTS[case]
+    root = tmp_path / "data"
+    if dataset == "cifar100_lt":
+        write_fake_cifar100(root, per_class_train=12, per_class_test=1)
+    else:
+        write_fake_tinyimagenet(root, num_classes=3, per_class_train=12, per_class_val=1)
+    corrupt(root / name)
+    status, line = execute(compose_toy(f"dataset={dataset}", f"data.root={root}"), tmp_path / "run", "")
+    assert status == 2 and "\n" not in line  # a traceback (text) or 'cannot write', status 74 (a directory) before
+    assert line.startswith("error: ") and str(root / name) in line and message.format(path=root / name) in line
 
 
 def test_a_batch_larger_than_the_training_set_is_refused(compose_toy, tmp_path: Path):

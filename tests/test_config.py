@@ -65,7 +65,8 @@ def test_loss_presets(overrides, expected, tmp_path: Path):
 # DKD's β per pair as configs/pair/<pair>.yaml's `dkd_beta` stated it before β moved to the loss side
 DKD_BETA_BEFORE = {"resnet32_resnet8": 8.0, "resnet32x4_resnet8x4": 8.0, "resnet32x4_shufflev2": 8.0,
                    "resnet34_resnet18": 0.5, "resnet50_mobilenetv2": 8.0, "resnet50_mobilenetv2_imagenet": 2.0,
-                   "resnet56_resnet20": 8.0, "vgg13_vgg8": 6.0, "wrn_40_2_shufflev1": 8.0, "wrn_40_2_wrn_16_2": 6.0}
+                   "resnet56_resnet20": 8.0, "vgg13_vgg8": 6.0, "wrn_40_2_shufflev1": 8.0, "wrn_40_2_wrn_16_2": 6.0,
+                   "resnet32x4_vit_tiny": 8.0}
 
 
 def test_dkd_s_beta_for_each_pair_is_the_one_the_pair_gave_before(tmp_path: Path):

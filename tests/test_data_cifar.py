@@ -98,6 +98,22 @@ def test_wrong_content(tmp_path):
         build_dataset("cifar100_lt", tmp_path, imbalance_factor=2, n_max=2, download=False)
 
 
+@pytest.mark.parametrize(("labels", "match"), [
+    (lambda ys: [[y] for y in ys], r"fine_labels has shape \(200, 1\); expected one class index per image"),
+    (lambda ys: [[y] * (i % 2 + 1) for i, y in enumerate(ys)], "fine_labels cannot be read as integers"),
+    (lambda ys: [f"class_{y}" for y in ys], "fine_labels cannot be read as integers"),
+], ids=["2-D", "ragged", "names"])
+def test_labels_that_are_not_one_integer_per_image(labels, match, tmp_path):
+    base = write_fake_cifar100(tmp_path, per_class_train=2, per_class_test=1)
+    with open(base / "train", "rb") as f:
+        content = pickle.load(f)
+    with open(base / "train", "wb") as f:
+        pickle.dump({**content, "fine_labels": labels(content["fine_labels"])}, f)
+    with pytest.raises(DataError, match=f"cifar-100-python/train: {match}") as info:  # tracebacks before
+        build_dataset("cifar100_lt", tmp_path, imbalance_factor=2, n_max=2, download=False)
+    assert "\n" not in str(info.value)
+
+
 def test_a_class_without_test_images_is_refused(tmp_path):
     drop_test_class(write_fake_cifar100(tmp_path, per_class_train=2, per_class_test=1), 99)
     with pytest.raises(DataError) as info:

@@ -77,3 +77,12 @@ def test_missing_imagenet_and_mismatched_val(tmp_path):
     (base / "val" / fake_wnids(3)[1]).rmdir()
     with pytest.raises(DataError, match=rf"imagenet/val: class folders differ .*{fake_wnids(3)[1]}"):
         build_dataset("imagenet_lt", tmp_path, imbalance_factor=1, n_max=2)
+
+
+def test_a_binary_split_file_is_named(imagenet_root, tmp_path):
+    split = tmp_path / "split.txt"
+    split.write_bytes(b"train/x.JPEG 1\n\xff\xfe\x00\x01")
+    with pytest.raises(DataError) as info:  # a UnicodeDecodeError traceback before
+        build_dataset("imagenet_lt", imagenet_root, imbalance_factor=10, split_file=str(split))
+    assert str(info.value) == (f"{split}: not a text file (byte 0xff at offset 15 is not UTF-8); "
+                               "expected lines 'relative/path.JPEG label'")

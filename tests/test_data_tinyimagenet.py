@@ -72,3 +72,22 @@ def test_errors(tmp_path, monkeypatch):
     (base / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn99999999\t0\t0\t1\t1\n")
     with pytest.raises(DataError, match=r"val_annotations.txt:1: .*wnid listed in wnids.txt"):
         build_dataset("tinyimagenet_lt", tmp_path, imbalance_factor=1, n_max=1, download=False)
+
+
+def test_a_folder_that_cannot_be_listed_is_a_read_error(tmp_path, monkeypatch):
+    import errno
+    import pathlib
+
+    write_fake_tinyimagenet(tmp_path, num_classes=2, per_class_train=1, per_class_val=1, words=False)
+    real = pathlib.Path.iterdir
+
+    def iterdir(self):  # as a folder without read permission (root, running the tests, may read any)
+        if self.name == "images" and self.parent.parent.name == "train":
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(pathlib.Path, "iterdir", iterdir)
+    with pytest.raises(DataError) as info:  # a PermissionError, reported as 'cannot write' (status 74), before
+        build_dataset("tinyimagenet_lt", tmp_path, imbalance_factor=1, n_max=1, download=False)
+    folder = tmp_path / "tiny-imagenet-200" / "train" / fake_wnids(2)[0] / "images"
+    assert str(info.value) == f"cannot read '{folder}': Permission denied"

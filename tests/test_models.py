@@ -12,11 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tv
 
-from ltkd.models import FeatureNet, available_models, create_model, register_model
+from ltkd.evaluation import fp32_logits
+from ltkd.models import FeatureNet, available_models, create_model, has_feature_pyramid, register_model
 from ltkd.models.imagenet import TorchvisionMobileNetV2, TorchvisionResNet
 
 IMAGENET = available_models("*_imagenet")
 CIFAR = [name for name in available_models() if name not in IMAGENET]
+CIFAR_CNN = [name for name in CIFAR if has_feature_pyramid(name)]  # the ViT reads the contract its own way
 
 # Published parameter counts at 100 classes (CRD / RepDistiller, mdistiller).
 PARAMS = {
@@ -24,6 +26,7 @@ PARAMS = {
     "resnet32": 472_756, "resnet56": 861_620, "resnet110": 1_736_564, "wrn_16_2": 703_284,
     "wrn_40_1": 569_780, "wrn_40_2": 2_255_156, "vgg8": 3_965_028, "vgg13": 9_462_180,
     "mobilenetv2": 812_836, "shufflev1": 949_258, "shufflev2": 1_355_528, "resnet50": 23_705_252,
+    "vit_tiny": 2_714_980,  # ours (ltkd.models.vit: patch 4, width 192, depth 9, 3 heads, MLP ratio 2)
 }
 
 # (channels, side) of each `feats` entry at 32x32 input for the teacher/student architectures.
@@ -82,7 +85,7 @@ def run(net: FeatureNet, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
     return logits, features
 
 
-@pytest.mark.parametrize("name", CIFAR)
+@pytest.mark.parametrize("name", CIFAR_CNN)
 def test_cifar_contract_at_32_and_64(name: str) -> None:
     net = model(name)
     x = torch.randn(2, 3, 32, 32)
@@ -119,7 +122,8 @@ def test_channels_last(name: str) -> None:
     # Fresh BatchNorm statistics let deep nets' eval-mode logits grow large: compare relative to their scale.
     scale = expected.abs().max()
     torch.testing.assert_close(logits / scale, expected / scale, rtol=0, atol=1e-4)
-    assert features["feats"][-1].is_contiguous(memory_format=torch.channels_last)
+    if has_feature_pyramid(name):  # the ViT's maps are views of its token rows
+        assert features["feats"][-1].is_contiguous(memory_format=torch.channels_last)
 
 
 # CPU bf16 depthwise/grouped convolutions take seconds to minutes here, so the mobile nets are left out.
@@ -197,3 +201,43 @@ def test_register_model_refuses_a_taken_name() -> None:
 def test_num_classes() -> None:
     net = create_model("resnet8", 7)
     assert net.num_classes == 7 and net.classifier.out_features == 7
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("side", [32, 64])
+def test_vit_forward(train: bool, side: int) -> None:
+    """vit_tiny on a batch of 2: patch-token maps of one resolution per stage, the normed class token as the
+    pooled feature, the classifier on it; at 64x64 (TinyImageNet) the position embeddings are resized."""
+    torch.manual_seed(0)
+    net = create_model("vit_tiny", 100).train(train)
+    x = torch.randn(2, 3, side, side)
+    logits, features = net(x)
+    assert set(features) == {"feats", "preact_feats", "pooled_feat"}
+    assert logits.shape == (2, 100) and torch.isfinite(logits).all()
+    assert [tuple(f.shape) for f in features["feats"]] == [(2, 192, side // 4, side // 4)] * 4
+    assert all(pre is post for pre, post in zip(features["preact_feats"], features["feats"], strict=True))
+    assert features["pooled_feat"].shape == (2, 192)
+    torch.testing.assert_close(logits, net.forward_head(features["pooled_feat"]))
+    if train:
+        logits.sum().backward()
+        assert all(p.grad is not None for p in net.parameters())
+
+
+def test_vit_head_in_fp32_under_bf16_autocast() -> None:
+    """`fp32_logits` (the evaluation path) reruns the ViT's head in float32 on its pooled class token."""
+    net = model("vit_tiny")
+    x = torch.randn(2, 3, 32, 32)
+
+    def bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    with torch.no_grad():
+        logits = fp32_logits(net, x, bf16)
+        expected, _ = net(x)
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, expected, rtol=0.05, atol=0.05)
+
+
+def test_only_the_vit_lacks_a_feature_pyramid() -> None:
+    assert [name for name in available_models() if not has_feature_pyramid(name)] == ["vit_tiny"]
+    assert not has_feature_pyramid("ViT_Tiny") and has_feature_pyramid("ResNet8x4")

@@ -185,3 +185,59 @@ def test_two_teachers_of_one_setting_are_two_rows_not_two_seeds(tmp_path: Path):
     teachers = [c for c in collect(find_metrics(tmp_path)) if c.method == "teacher"]
     assert [(c.label, c.seeds) for c in teachers] == [("teacher (objective=ce)", [0]),
                                                       ("teacher (objective=logit_adjusted)", [0])]
+
+
+def write_bad_runs(root: Path) -> dict[Path, str]:
+    """A truncated metrics.json, an empty one and a run folder without one (half-written), under `root`;
+    returns each bad path and the reason make_table gives for it."""
+    truncated, empty, half = root / "truncated", root / "empty", root / "half-written"
+    for folder in (truncated, empty, half):
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text("seed: 0\n")
+    write_run(root, "ltkd", 0, 50.0, 20.0)
+    good = next(p for p in find_metrics(root))
+    (truncated / "metrics.json").write_text(good.read_text()[:40])
+    (empty / "metrics.json").write_text("")
+    return {truncated / "metrics.json": "not valid JSON, truncated?", empty / "metrics.json": "empty file",
+            half: "no metrics.json"}
+
+
+def test_unreadable_and_half_written_runs_are_named_and_the_rest_is_tabulated(tmp_path: Path, capsys, monkeypatch):
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    bad = write_bad_runs(runs)
+    write_run(runs, "kd", 0, 40.0, 10.0)
+    make_table = _make_table()
+    monkeypatch.setattr(make_table, "plot_table", lambda *args: None)  # the figure is not what is tested (slow)
+    assert make_table.main([str(runs), "--name", "t", "--out", str(out)]) == 0  # a traceback before
+    stderr = capsys.readouterr().err.splitlines()
+    assert [line.split(": ")[0] for line in stderr] == [f"skipped {path}" for path in sorted(bad)]
+    assert all(reason in line for line, (_, reason) in zip(stderr, sorted(bad.items()), strict=True))
+    md = (out / "t.md").read_text()
+    assert "From 2 runs under" in md and md.count("| resnet8x4 | kd |") == md.count("| resnet8x4 | ltkd |") == 1
+    note = md[md.index("Skipped (not in the table):"):].splitlines()[1:]
+    assert [line.split("`")[1] for line in note] == [str(path) for path in sorted(bad)]
+
+
+def test_no_readable_run_is_one_line_and_status_2(tmp_path: Path, capsys):
+    bad = write_bad_runs(tmp_path)
+    next(p for p in find_metrics(tmp_path) if p.parent.name.startswith("ltkd")).write_text("[1, 2]")
+    assert _make_table().main([str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: no readable run under {tmp_path}; ") and "a JSON list, not an object" in line
+    assert all(str(path) in line for path in bad)
+    assert not (tmp_path / "o").exists()
+
+
+def test_skipped_runs_are_archived_so_the_table_made_again_names_them_too(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    bad = write_bad_runs(Path("multirun"))
+    make_table = _make_table()
+    monkeypatch.setattr(make_table, "plot_table", lambda *args: None)  # the figure is not what is tested (slow)
+    assert make_table.main(["multirun", "--name", "t", "--archive"]) == 0
+    archived = Path("results/runs/t")
+    assert [line.split(": ")[0] for line in capsys.readouterr().err.splitlines()] == \
+        [f"skipped {archived / path.relative_to('multirun')}" for path in sorted(bad)]
+    first = {ext: Path("results/t").with_suffix(ext).read_bytes() for ext in (".md", ".csv")}
+    assert b"Skipped (not in the table):" in first[".md"]
+    assert make_table.main([str(archived), "--name", "t"]) == 0  # `make table`
+    assert {ext: Path("results/t").with_suffix(ext).read_bytes() for ext in (".md", ".csv")} == first

@@ -87,6 +87,18 @@ def ensure_files(required: Sequence[Path], root: Path, url: str, md5: str, downl
         raise DataError(f"{still[0]}: not found after extracting {url}; expected {layout}")
 
 
+def read_text(path: Path, expected: str) -> str:
+    """The UTF-8 text of the file at `path`; DataError naming it when it cannot be read (a directory, no
+    permission) or is not text (a binary or corrupt file): reading, unlike writing, is the input's fault."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not a text file (byte 0x{exc.object[exc.start]:02x} at offset {exc.start} is "
+                        f"not UTF-8); expected {expected}") from None
+    except OSError as exc:
+        raise DataError(f"{DataError.from_os_error(exc, path)}; expected {expected}") from None
+
+
 def open_rgb(path: str) -> Image.Image:
     """The image file at `path`, decoded and converted to RGB; DataError naming the file if unreadable."""
     try:

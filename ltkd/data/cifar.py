@@ -37,7 +37,14 @@ def _split(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if "data" not in content or "fine_labels" not in content:
         raise DataError(f"{path}: keys {sorted(content)}; expected 'data' and 'fine_labels' ({LAYOUT})")
     data = np.asarray(content["data"])
-    labels = np.asarray(content["fine_labels"], dtype=np.int64)
+    try:
+        labels = np.asarray(content["fine_labels"], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as exc:  # ragged, or not integers
+        raise DataError(f"{path}: fine_labels cannot be read as integers ({one_line(exc)}); "
+                        "expected one class index per image") from None
+    if labels.ndim != 1:
+        raise DataError(f"{path}: fine_labels has shape {labels.shape}; expected one class index per image, "
+                        "a list of N integers")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
         raise DataError(f"{path}: data {data.dtype} {data.shape} with {len(labels)} labels; "
                         "expected uint8 N x 3072 with N labels")

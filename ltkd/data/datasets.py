@@ -33,7 +33,7 @@ def build_dataset(name: str, root: str | Path, *, imbalance_factor: float, seed:
     The layout under `root` and whether it is downloaded are the dataset's reader's; `n_max` (images of the
     largest class) defaults to the spec's; `seed` picks the subset; split files only where the spec
     supports them. ValueError for bad arguments (the run config checks them up front), DataError for bad
-    data and for a class without a test image.
+    or unreadable data and for a class without a test image.
     """
     spec = dataset_spec(name)
     n_max = spec.n_max if n_max is None else n_max
@@ -41,8 +41,11 @@ def build_dataset(name: str, root: str | Path, *, imbalance_factor: float, seed:
         given = split_file if split_file is not None else test_split_file
         supported = [s.name for s in DATASETS.values() if s.split_files]
         raise ValueError(f"split_file: {given}; split files are for {', '.join(supported)} only, use null")
-    data = spec.read(ReadRequest(Path(root).expanduser(), imbalance_factor, seed, download, n_max, split_file,
-                                 test_split_file))
+    try:
+        data = spec.read(ReadRequest(Path(root).expanduser(), imbalance_factor, seed, download, n_max, split_file,
+                                     test_split_file))
+    except OSError as exc:  # a reader's listing or open that it does not report itself: reading, not writing
+        raise DataError.from_os_error(exc, root) from None
     _check_test_classes(data, root)
     return data
 

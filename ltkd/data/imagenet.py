@@ -10,7 +10,7 @@ import torch
 from torchvision import transforms as T
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from ltkd.data.base import ImageSet, LongTailedData
+from ltkd.data.base import ImageSet, LongTailedData, read_text
 from ltkd.data.profile import long_tailed_counts, select_long_tailed
 from ltkd.data.spec import DatasetSpec, ReadRequest
 from ltkd.errors import DataError
@@ -46,7 +46,7 @@ def _split_file(split_file: str, base: Path, num_classes: int) -> tuple[list[str
         raise DataError(f"{split_file}: split file not found (also looked under {base}); "
                         "expected lines 'train/<wnid>/<file>.JPEG <label>' relative to <root>/imagenet")
     paths, labels = [], []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(path, "lines 'relative/path.JPEG label'").splitlines(), 1):
         if not line.strip():
             continue
         fields = line.split()

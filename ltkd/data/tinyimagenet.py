@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ltkd.data.base import ImageSet, LongTailedData, decode_images, ensure_files
+from ltkd.data.base import ImageSet, LongTailedData, decode_images, ensure_files, read_text
 from ltkd.data.profile import long_tailed_counts, select_long_tailed
 from ltkd.data.spec import DatasetSpec, ReadRequest
 from ltkd.errors import DataError
@@ -22,7 +22,7 @@ def _class_names(base: Path, wnids: list[str]) -> list[str]:
     """The first name in words.txt for every wnid, or the wnid where words.txt is absent or silent."""
     words = {}
     if (base / "words.txt").exists():
-        for line in (base / "words.txt").read_text().splitlines():
+        for line in read_text(base / "words.txt", "lines '<wnid><TAB><names>'").splitlines():
             wnid, _, text = line.partition("\t")
             words[wnid] = text.split(",")[0].strip()
     return [words.get(w) or w for w in wnids]
@@ -46,7 +46,7 @@ def _val_files(base: Path, wnids: list[str]) -> tuple[list[str], np.ndarray]:
     annotations = base / "val" / "val_annotations.txt"
     index = {w: c for c, w in enumerate(wnids)}
     paths, labels = [], []
-    for n, line in enumerate(annotations.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(annotations, "lines 'filename<TAB>wnid<TAB>...'").splitlines(), 1):
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -66,7 +66,7 @@ def load_tinyimagenet_lt(request: ReadRequest) -> LongTailedData:
     base = request.root / "tiny-imagenet-200"
     ensure_files([base / "wnids.txt", base / "train", base / "val" / "val_annotations.txt"],
                  request.root, URL, MD5, request.download, LAYOUT)
-    wnids = sorted({w.strip() for w in (base / "wnids.txt").read_text().split() if w.strip()})
+    wnids = sorted(set(read_text(base / "wnids.txt", "one wnid per line").split()))
     if len(wnids) < 2:
         raise DataError(f"{base / 'wnids.txt'}: lists {len(wnids)} wnids; expected one per class (200)")
     counts = long_tailed_counts(request.n_max, len(wnids), request.imbalance_factor)

@@ -146,9 +146,12 @@ class DistillerInputs:
 @dataclass(frozen=True)
 class Method:
     """One entry of `ltkd.distillers.METHODS`: the method's `loss.name`, its config class, and
-    `build(cfg, student, teacher, ce, inputs) -> Distiller` (teacher None when not `uses_teacher`)."""
+    `build(cfg, student, teacher, ce, inputs) -> Distiller` (teacher None when not `uses_teacher`);
+    `needs_feature_pyramid`: the student must give a CNN's multi-resolution `feats`
+    (`ltkd.models.has_feature_pyramid`; the config check refuses another)."""
 
     name: str
     config: type[LossConfig]
     build: Callable[[LossConfig, nn.Module, nn.Module | None, CrossEntropyTerm, DistillerInputs], Distiller]
     uses_teacher: bool = True
+    needs_feature_pyramid: bool = False

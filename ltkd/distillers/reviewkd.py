@@ -128,4 +128,4 @@ def build(cfg: ReviewKDConfig, student: nn.Module, teacher: nn.Module, ce: Cross
                     warmup_epochs=cfg.warmup_epochs)
 
 
-METHOD = Method("reviewkd", ReviewKDConfig, build)
+METHOD = Method("reviewkd", ReviewKDConfig, build, needs_feature_pyramid=True)

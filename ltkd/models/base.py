@@ -6,6 +6,9 @@ A model is a stem plus stages run in order; `forward` returns `(logits, features
 - `features["preact_feats"][i]`: the same map before the stage's final ReLU (the very same tensor when the
   stage does not end in one);
 - `features["pooled_feat"]`: the global average of `feats[-1]`, the (N, C) vector the classifier reads.
+
+A transformer (`ltkd.models.vit`) reads this its own way: `feats` are its token maps, all of one resolution,
+and `pooled_feat` is its normed class token; it is registered with `feature_pyramid=False`.
 """
 
 from __future__ import annotations

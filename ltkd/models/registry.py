@@ -1,26 +1,42 @@
 """Name -> constructor registry. Constructors are thin functions `fn(num_classes) -> FeatureNet`,
-registered under their function name by `@register_model`."""
+registered under their function name by `@register_model` (`@register_model(feature_pyramid=False)` for a
+model whose levels are not a multi-resolution feature pyramid, e.g. a ViT's tokens)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from fnmatch import fnmatchcase
-from typing import TypeVar
+from typing import TypeVar, overload
 
 from ltkd.models.base import FeatureNet
 
 Constructor = TypeVar("Constructor", bound=Callable[[int], FeatureNet])
 
 _MODELS: dict[str, Callable[[int], FeatureNet]] = {}
+_WITHOUT_PYRAMID: set[str] = set()
 
 
-def register_model(fn: Constructor) -> Constructor:
-    """Register `fn` under `fn.__name__`; a name can be registered once."""
+@overload
+def register_model(fn: Constructor) -> Constructor: ...
+@overload
+def register_model(*, feature_pyramid: bool) -> Callable[[Constructor], Constructor]: ...
+def register_model(fn=None, *, feature_pyramid: bool = True):
+    """Register `fn` under `fn.__name__`; a name can be registered once. `feature_pyramid=False` marks a
+    model whose `feats` are no multi-resolution pyramid (what ReviewKD fuses): see `has_feature_pyramid`."""
+    if fn is None:
+        return lambda constructor: register_model(constructor, feature_pyramid=feature_pyramid)
     name = fn.__name__
     if name in _MODELS:
         raise ValueError(f"model '{name}' is already registered")
     _MODELS[name] = fn
+    if not feature_pyramid:
+        _WITHOUT_PYRAMID.add(name)
     return fn
+
+
+def has_feature_pyramid(name: str) -> bool:
+    """Whether model `name` (any spelling `model_name` maps) gives a CNN's multi-resolution `feats`."""
+    return model_name(name) not in _WITHOUT_PYRAMID
 
 
 def model_name(name: str) -> str:
