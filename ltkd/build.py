@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from ltkd.distributed import (
     mean_over_ranks,
 )
 from ltkd.engine import Stage, StageResult, StopSignal
+from ltkd.errors import LTKDError, MethodError, one_line
 from ltkd.evaluation import Accuracy, accuracy_from_counts, class_counts
 from ltkd.group_mass import SPLITS, measure
 from ltkd.loggers import NullLogger, RunLogger
@@ -163,6 +165,54 @@ def student_distiller(ctx: RunContext, teacher: nn.Module) -> Distiller:
                                 stats_reducer=mean_over_ranks if ctx.dist.enabled else None)
     ctx.prepare(distiller)
     return distiller
+
+
+CHECK_BATCH = 2  # images of the dummy batch `check_method` runs through a throwaway distiller
+
+
+def check_method(ctx: RunContext) -> None:
+    """Build the configured method's distiller against a throwaway teacher (a fresh model of the teacher's
+    architecture) and run one training step's forward and backward on a dummy batch at the first and at the last
+    epoch, before any work: a plug-in's mistake (its build or forward raises, logits of the wrong shape, a
+    loss that is not a scalar) is a `MethodError` in one line instead of a failure after the teacher has
+    trained. The global random state is left as it was."""
+    cfg, rt = ctx.cfg, ctx.runtime
+    name = cfg.loss.name
+    devices = [rt.device.index or 0] if rt.is_cuda else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            distiller = student_distiller(ctx, ctx.new_model(cfg.teacher.arch, "teacher")).train()
+            side, classes = ctx.data.image_size, ctx.data.num_classes
+            images = torch.randn(CHECK_BATCH, 3, side, side, device=rt.device)
+            if rt.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            target = torch.tensor([0, classes - 1], device=rt.device)  # a head and a tail class
+            for epoch in sorted({1, cfg.trainer.epochs}):
+                with rt.autocast():
+                    logits, losses = distiller(images, target, epoch)
+                _check_step(name, distiller, logits, losses, classes)
+                torch.stack([v.float() for v in losses.values()]).sum().backward()
+        except LTKDError:
+            raise
+        except Exception as exc:  # a bug in the method's code: one line, the traceback with debug=true
+            raise MethodError(f"loss={name}: the method failed its check step on a dummy batch, before any "
+                              f"training ({one_line(exc)})") from exc
+
+
+def _check_step(name: str, distiller: Distiller, logits: Any, losses: Any, classes: int) -> None:
+    """MethodError unless one step's output keeps the `Distiller` contract."""
+    where = f"loss={name}: {type(distiller).__name__}.forward returned"
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (CHECK_BATCH, classes):
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise MethodError(f"{where} logits of shape {shape}; expected ({CHECK_BATCH}, {classes}) (batch, classes)")
+    expected = {"loss_ce", *(["loss_kd"] if distiller.teacher is not None else [])}
+    if not isinstance(losses, Mapping) or not expected <= set(losses):
+        keys = sorted(losses) if isinstance(losses, Mapping) else type(losses).__name__
+        raise MethodError(f"{where} losses {keys}; expected a dict with {', '.join(sorted(expected))}")
+    for key, value in [*losses.items(), *distiller.step_statistics().items()]:
+        if not isinstance(value, torch.Tensor) or value.dim() != 0:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise MethodError(f"{where} {key!r} of shape {shape}; expected a scalar tensor")
 
 
 def build_context(cfg: RunConfig, run_dir: Path, *, data: LongTailedData | None = None,

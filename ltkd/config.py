@@ -57,7 +57,6 @@ class PairConfig:
     name: str
     teacher: str
     student: str
-    dkd_beta: float
 
 
 TeacherObjective = Literal["ce", "logit_adjusted", "balanced_softmax"]

@@ -63,6 +63,10 @@ class CheckpointError(LTKDError):
     """A checkpoint is missing, truncated, corrupt or does not match the run."""
 
 
+class MethodError(LTKDError):
+    """A method's code (e.g. a plug-in's distiller) fails the check step run before any training."""
+
+
 class OutputError(LTKDError):
     """A file could not be written (no space left, read-only directory); what was written before is intact."""
 

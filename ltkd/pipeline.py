@@ -1,6 +1,6 @@
 """A run, in order: refuse another config's run directory, read the data, build the run's parts
-(`ltkd.build`), stage 1 then stage 2 (`ltkd.stages`), then the outputs (`ltkd.run_outputs`), metrics.json
-last."""
+(`ltkd.build`) and check the method on a dummy batch, stage 1 then stage 2 (`ltkd.stages`), then the outputs
+(`ltkd.run_outputs`), metrics.json last."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ltkd.build import build_context, load_data
+from ltkd.build import build_context, check_method, load_data
 from ltkd.checkpoint import atomic_write_bytes, sweep_stale_temps
 from ltkd.config import RunConfig, run_identity
 from ltkd.deadline import STOP_MARGIN_S, deadline_for, parse_duration
@@ -71,6 +71,7 @@ def run(cfg: RunConfig, run_dir: Path, command: str = "", stop: StopSignal | Non
     ctx = build_context(cfg, run_dir, data=data, runtime=runtime, logger=logger, stop=stop, dist=dist_info)
     try:
         with ctx.stop.installed():
+            check_method(ctx)  # a method's mistake shows now, not after the teacher has trained
             teacher, teacher_report = obtain_teacher(ctx, given_teacher)
             student_report = train_student(ctx, teacher, teacher_report)
         group_mass = ctx.group_mass({"teacher": teacher, "student": student_report.pop("model")})
@@ -113,8 +114,10 @@ def check_same_identity(cfg: RunConfig, run_dir: Path) -> None:
                           f"{run_dir_override(run_dir)} starts this run directory over") from None
     now = run_identity(cfg.to_dict())
     # before each method had its own loss config, every run stored every method's keys: those the run's
-    # method does not have never changed its results
-    before = {k: v for k, v in run_identity(stored).items() if k in now or not k.startswith("loss.")}
+    # method does not have never changed its results; `pair.dkd_beta` (now DKD's `loss.beta`, from
+    # configs/loss_pair/) acted only through loss.beta
+    before = {k: v for k, v in run_identity(stored).items()
+              if (k in now or not k.startswith("loss.")) and k != "pair.dkd_beta"}
     diffs = [f"{k} (stored {before.get(k, 'absent')}, now {now.get(k, 'absent')})"
              for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
     if diffs:

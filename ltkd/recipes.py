@@ -43,3 +43,16 @@ def _trainer_preset(name: str) -> DictConfig:
     preset = OmegaConf.load(Path(CONFIG_DIR) / "trainer" / f"{name}.yaml")
     parents = [_trainer_preset(parent) for parent in preset.pop("defaults", [])]
     return OmegaConf.merge(*parents, preset)
+
+
+def experiment_loss_values(experiment: str, losses: list[str]) -> dict[str, dict[str, object]]:
+    """Each of `losses` that `experiment` has values for (configs/loss_experiment/<experiment>_<loss>.yaml):
+    loss -> {key: value}."""
+    folder = Path(CONFIG_DIR) / "loss_experiment"
+    found = {}
+    for loss in losses:
+        path = folder / f"{experiment}_{loss}.yaml"
+        if path.is_file():
+            values = OmegaConf.to_container(OmegaConf.load(path))
+            found[loss] = {k: v for k, v in values.items() if k != "defaults"}
+    return found

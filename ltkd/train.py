@@ -25,10 +25,12 @@ if __name__ == "__main__":  # before the slow imports: a signal during start-up 
     signal.signal(signal.SIGINT, _stop_during_start_up)
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import os
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ltkd.config import load_config, unknown_key_message
+from ltkd.config import RunConfig, load_config, unknown_key_message
+from ltkd.distillers import METHODS
 from ltkd.errors import (
     OUTPUT_ERROR_EXIT_CODE,
     STOPPED_EXIT_CODES,
@@ -48,7 +51,7 @@ from ltkd.errors import (
     OutputError,
     first_line,
 )
-from ltkd.recipes import CONFIG_DIR
+from ltkd.recipes import CONFIG_DIR, experiment_loss_values
 from ltkd.sweep import COMPOSITION_ERROR_KEY, composition_errors_tolerated, record_outcome
 
 MAX_OVERRIDES_IN_NAME = 120  # longer override lists are cut and suffixed with their hash (file names <= 255)
@@ -75,8 +78,9 @@ def run_dir_name(dataset: str, imbalance: Any, teacher: str, student: str, loss:
 OmegaConf.register_new_resolver("run_dir", run_dir_name, replace=True)
 
 
-def execute(cfg: DictConfig, run_dir: Path, command: str) -> tuple[int, str]:
-    """Validate and run one job; returns (exit status, the one-line reason when it is not 0)."""
+def execute(cfg: DictConfig, run_dir: Path, command: str, overrides: Sequence[str] = ()) -> tuple[int, str]:
+    """Validate and run one job; returns (exit status, the one-line reason when it is not 0). A preset's
+    values that skip the chosen loss (`loss_experiment_warning`) are a warning on stderr first."""
     from ltkd import pipeline
     from ltkd.deadline import job_start
     from ltkd.engine import Preempted, StopSignal
@@ -84,7 +88,11 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> tuple[int, str]:
     stop = StopSignal(started=job_start())
     try:
         with stop.installed():
-            pipeline.run(load_config(cfg), run_dir, command, stop)
+            run_cfg = load_config(cfg)
+            warning = loss_experiment_warning(run_cfg, overrides)
+            if warning:
+                print(warning, file=sys.stderr)
+            pipeline.run(run_cfg, run_dir, command, stop)
         return 0, ""
     except Preempted as exc:
         return exc.exit_code, str(exc)
@@ -95,6 +103,31 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> tuple[int, str]:
         return error.exit_code, f"error: {error}"
 
 
+def loss_experiment_warning(cfg: RunConfig, overrides: Sequence[str]) -> str | None:
+    """A warning when the command line's experiment (`overrides`: `experiment=<x>`) sets, for other losses
+    (configs/loss_experiment/<x>_<loss>.yaml), a key the chosen loss has too but gets no value for from the
+    experiment or the command line: e.g. `experiment=table_imagenet_lt loss=bkd` would quietly keep BKD's own
+    temperature where KD gets T = 1. None when there is nothing to say."""
+    pairs = [o.lstrip("+~").split("=", 1) for o in overrides if "=" in o]
+    experiment = next((value for key, value in reversed(pairs) if key == "experiment"), None)
+    if experiment in (None, "null"):
+        return None
+    name = cfg.loss.name
+    values = experiment_loss_values(experiment, list(METHODS))
+    given = {key.removeprefix("loss.") for key, _ in pairs if key.startswith("loss.")}
+    mine = {f.name for f in dataclasses.fields(cfg.loss)} - set(values.get(name, {})) - given
+    skipped = {key: sorted(loss for loss, keys in values.items() if key in keys and loss != name)
+               for key in sorted(mine)}
+    skipped = {key: losses for key, losses in skipped.items() if losses}
+    if not skipped:
+        return None
+    listed = "; ".join(f"loss.{key} for {', '.join(losses)}" for key, losses in skipped.items())
+    kept = ", ".join(f"loss.{key}={getattr(cfg.loss, key)}" for key in skipped)
+    return (f"warning: experiment={experiment} sets {listed} (configs/loss_experiment/) but not for "
+            f"loss={name}, which keeps its own {kept}; give configs/loss_experiment/{experiment}_{name}.yaml "
+            "or the value on the command line")
+
+
 def main(cfg: DictConfig) -> int:
     """One job. A single run exits with the job's status; a sweep's job records its outcome and returns, so
     the sweep goes on. A stop (signal, time limit) ends a sequential sweep with its status; in a parallel
@@ -103,7 +136,7 @@ def main(cfg: DictConfig) -> int:
     command = " ".join(["python -m ltkd.train", *hydra_cfg.overrides.task])
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode != RunMode.MULTIRUN:
-        status, message = execute(cfg, run_dir, command)
+        status, message = execute(cfg, run_dir, command, hydra_cfg.overrides.task)
         if status:
             print(message, file=sys.stderr)
             sys.exit(status)
@@ -112,7 +145,7 @@ def main(cfg: DictConfig) -> int:
         print(cfg[COMPOSITION_ERROR_KEY], file=sys.stderr)
         return USER_ERROR_EXIT_CODE
     try:
-        status, message = execute(cfg, run_dir, command)
+        status, message = execute(cfg, run_dir, command, hydra_cfg.overrides.task)
     except Exception as exc:  # a bug, or debug=true: this job failed, the others still run
         traceback.print_exc()
         status, message = 1, f"{type(exc).__name__}: {first_line(exc)}"

@@ -7,8 +7,9 @@ LTKD) at batch 64 on CIFAR-100-LT γ=100, for
              fused SGD on CUDA, teacher under inference mode, no host sync in the step loop;
   reference: torchvision transforms on PIL images in DataLoader workers, fp32, loss.item() every step;
 plus one test-set evaluation pass each, and projects the wall time of 240 epochs (train + eval per epoch).
-Then times every student loss of the headline row and N LTKD students training at once (N processes on
-one device) and projects the row's wall time (teacher + 5 students), sequential vs N parallel students, for
+Then times every method of the table (`ltkd.distillers.METHODS`) as a student and N LTKD students training at
+once (N processes on one device) and projects the row's wall time (teacher + one student per method),
+sequential vs N parallel students, for
 the chosen mode (eager, or --compile). Writes results/bench/<device>.json and .md.
 
     python scripts/bench.py                       # whatever device is present
@@ -52,6 +53,7 @@ from torch import nn
 from ltkd.build import RunContext, build_context, loss_groups, student_distiller, teacher_distiller
 from ltkd.config import load_config
 from ltkd.data.transforms import ImageSetDataset, build_transforms
+from ltkd.distillers import METHODS
 from ltkd.engine import Stage
 from ltkd.evaluation import class_counts
 from ltkd.losses import ltkd_loss
@@ -180,9 +182,9 @@ def bench_reference(ctx: RunContext, task: str, steps: int, warmup: int, eval_im
             "eval_s": eval_s * len(test_set) / len(subset)}
 
 
-# --- the headline row: teacher + five students, sequential vs parallel --------------------------
+# --- the row: teacher + one student per method, sequential vs parallel -----------------------------
 
-ROW_LOSSES = ("ce", "kd", "dkd", "reviewkd", "ltkd")
+ROW_LOSSES = tuple(METHODS)  # every method of the table, in its order: a new one is timed too
 
 
 def make_context(args: argparse.Namespace, loss: str, data=None) -> RunContext:
@@ -401,7 +403,7 @@ def main() -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile our path")
     parser.add_argument("--data-root", default=os.environ.get("LTKD_DATA", "./data"))
     parser.add_argument("--parallel", type=int, default=None,
-                        help="students run at once in the projected row (default 5 on GPU, 2 on CPU)")
+                        help="students run at once in the projected row (default one per method on GPU, 2 on CPU)")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--shared-teacher", action="store_true",
                         help="only the row's students with the teacher's outputs shared vs recomputed")

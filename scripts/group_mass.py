@@ -47,6 +47,7 @@ def measure_run(run_dir: Path, launch_dir: Path, device: str | None) -> dict:
     raw["loss"] = {k: v for k, v in raw["loss"].items() if k in method_keys}
     # runs made before teacher.objective existed trained their teacher with plain CE (τ does not act then)
     raw["teacher"] = {"objective": "ce", "tau": 1.0} | raw["teacher"]
+    raw["pair"].pop("dkd_beta", None)  # runs made before DKD's beta moved to the loss side (its loss.beta)
     cfg = load_config(raw)
     cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, compile=False))
     ctx = build_context(cfg, run_dir)

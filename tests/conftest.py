@@ -2,46 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from ltkd.recipes import CONFIG_DIR
 from tests.fakedata import write_fake_cifar100
+from tests.helpers import toy_overrides
 from tests.offline import build_wheelhouse, torch_image_python
-
-# The CUDA self-check (`pytest -m cuda`): the CUDA parameter of a test that runs on every device
-# (`DEVICES`), skipped where there is no CUDA device; `make test` runs the same bodies on the CPU.
-CUDA_ONLY = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
-DEVICES = ["cpu", pytest.param("cuda", marks=CUDA_ONLY)]
-
-
-@contextmanager
-def no_host_sync(device: str) -> Iterator[None]:
-    """On CUDA, any host synchronisation inside the block raises; elsewhere there is none to catch."""
-    if device != "cuda":
-        yield
-        return
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        yield
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-
-TOY = [
-    "trainer=smoke",
-    "logger=none",
-    "data.download=false",
-    "dataset.imbalance_factor=10",
-    "dataset.n_max=12",
-    "teacher.arch=resnet8",
-    "student.arch=resnet8",
-]
 
 
 @pytest.fixture(scope="session")
@@ -56,10 +27,6 @@ def fake_cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def shared_teacher_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One teacher cache for the whole session, so toy teachers are trained once."""
     return tmp_path_factory.mktemp("teachers")
-
-
-def toy_overrides(data_root: Path, cache: Path, *overrides: str) -> list[str]:
-    return [*TOY, f"data.root={data_root}", f"paths.teacher_cache={cache}", *overrides]
 
 
 @pytest.fixture

@@ -21,8 +21,7 @@ from ltkd.evaluation import accuracy_from_counts, class_counts
 from ltkd.loggers import NullLogger
 from ltkd.models import create_model
 from ltkd.runtime import Runtime
-from tests.test_distributed import _join, spawn
-from tests.test_fast_path import CLASSES, MEAN, PLAIN_CE, STD, toy_problem
+from tests.helpers import CLASSES, MEAN, PLAIN_CE, STD, join_gloo, spawn, toy_problem
 
 CPU = Runtime(torch.device("cpu"), bf16=False, channels_last=False)
 
@@ -167,7 +166,7 @@ def test_each_table_column_shows_its_own_spread():
 
 def _epoch_stats_worker(rank: int, init_file: str, out: dict) -> None:
     """One step on each rank: loss_ce 1 + rank, a step statistic 10 · (1 + rank), rank + 1 of 4 images right."""
-    info = _join(rank, init_file)
+    info = join_gloo(rank, init_file)
     sums = EpochSums.zeros(torch.device("cpu"))
     sums.add_losses(["loss_ce"], torch.tensor([1.0 + rank]))
     sums.add_statistics({"ltkd/stat": torch.tensor(10.0 * (1 + rank))})

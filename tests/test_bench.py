@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_train import ROOT
+from ltkd.distillers import METHODS
+from tests.helpers import ROOT
 
 spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
 bench = importlib.util.module_from_spec(spec)
@@ -40,8 +41,12 @@ def test_bench_projects_the_row_on_the_cpu(fake_cifar_root: Path, tmp_path: Path
     assert proc.returncode == 0, proc.stderr[-2000:]
     (report,) = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
     row = report["row_projection"]
-    assert set(row["student_min"]) == {"ce", "kd", "dkd", "reviewkd", "ltkd"}
+    assert list(row["student_min"]) == list(METHODS)  # every method of the table, a new one too
     assert len(row["concurrent_images_per_s"]) == 2 and all(r > 0 for r in row["concurrent_images_per_s"])
     assert row["sequential_min"] == pytest.approx(row["teacher_min"] + sum(row["student_min"].values()))
     assert row["parallel_min"] >= row["teacher_min"] + max(row["student_min"].values()) - 1e-9
     assert "students in parallel" in (tmp_path / f"{report['device']}.md").read_text()
+
+
+def test_the_row_times_every_method_of_the_table_in_its_order():
+    assert tuple(METHODS) == bench.ROW_LOSSES

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ltkd.models import create_model
-from tests.test_train import ROOT
+from tests.helpers import ROOT
 
 spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
 bench_shared = importlib.util.module_from_spec(spec)

@@ -20,11 +20,8 @@ from ltkd.config import load_config
 from ltkd.errors import INTERRUPTED_EXIT_CODE, OUTPUT_ERROR_EXIT_CODE, PREEMPTED_EXIT_CODE, ConfigError
 from ltkd.teacher_cache import TeacherCache, teacher_key
 from ltkd.train import cli, execute
-from tests.conftest import toy_overrides
 from tests.fakedata import write_fake_cifar100, write_fake_tinyimagenet
-from tests.test_data_cifar import drop_test_class
-from tests.test_reliability import KILL_POINTS, LONGER, start_cli, wait_for
-from tests.test_train import run_cli
+from tests.helpers import KILL_POINTS, LONGER, drop_test_class, run_cli, start_cli, toy_overrides, wait_for
 
 
 def one_line(stderr: str) -> str:

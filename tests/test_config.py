@@ -62,6 +62,28 @@ def test_loss_presets(overrides, expected, tmp_path: Path):
         assert getattr(cfg.loss, key) == value, key
 
 
+# DKD's β per pair as configs/pair/<pair>.yaml's `dkd_beta` stated it before β moved to the loss side
+DKD_BETA_BEFORE = {"resnet32_resnet8": 8.0, "resnet32x4_resnet8x4": 8.0, "resnet32x4_shufflev2": 8.0,
+                   "resnet34_resnet18": 0.5, "resnet50_mobilenetv2": 8.0, "resnet50_mobilenetv2_imagenet": 2.0,
+                   "resnet56_resnet20": 8.0, "vgg13_vgg8": 6.0, "wrn_40_2_shufflev1": 8.0, "wrn_40_2_wrn_16_2": 6.0,
+                   "resnet32x4_vit_tiny": 8.0}
+
+
+def test_dkd_s_beta_for_each_pair_is_the_one_the_pair_gave_before(tmp_path: Path):
+    assert sorted(DKD_BETA_BEFORE) == sorted(p.stem for p in (Path(CONFIG_DIR) / "pair").glob("*.yaml"))
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        def beta(*overrides: str) -> float:
+            cfg = compose("train", overrides=[f"data.root={tmp_path}", *overrides])
+            assert "dkd_beta" not in cfg.pair  # the loss side's value only
+            return cfg.loss.beta
+
+        assert {pair: beta("loss=dkd", f"pair={pair}") for pair in DKD_BETA_BEFORE} == DKD_BETA_BEFORE
+        # with an experiment (the ImageNet-LT table's other pair); another loss with a pair of DKD's own
+        assert beta("experiment=table_imagenet_lt", "loss=dkd", "pair=resnet50_mobilenetv2_imagenet") == 2.0
+        assert beta("loss=ltkd", "pair=resnet34_resnet18") == 8.0
+        assert beta("loss=dkd", "pair=vgg13_vgg8", "loss.beta=3") == 3.0
+
+
 def test_light_architectures_get_their_own_lr(tmp_path: Path):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = load_config(compose("train", overrides=[f"data.root={tmp_path}", "pair=resnet50_mobilenetv2"]))
@@ -231,3 +253,25 @@ def test_run_identity_is_the_config_minus_where_files_go_logging_and_speed_knobs
     # an excluded name excludes that key and what is below it, never a key that merely starts the same way
     raw = {"trainer": {"device": "cpu", "devices": 2, "lr": 0.1}, "data": {"root": "x"}, "database": 1}
     assert run_identity(raw) == {"trainer.devices": 2, "trainer.lr": 0.1, "database": 1}
+
+
+def test_an_experiment_s_loss_values_that_skip_the_chosen_loss_are_a_warning(tmp_path: Path, monkeypatch, capsys):
+    """experiment=table_imagenet_lt gives KD, DKD and LTKD T = 1 (configs/loss_experiment/): BKD, which has a
+    temperature too but no file there, would quietly keep its own T = 2."""
+    from ltkd import pipeline, train
+
+    def warning(*overrides: str) -> str | None:
+        overrides = ("experiment=table_imagenet_lt", *overrides)
+        return train.loss_experiment_warning(load_config(compose_default(tmp_path, *overrides)), overrides)
+
+    assert warning("loss=bkd") == (
+        "warning: experiment=table_imagenet_lt sets loss.temperature for dkd, kd, ltkd (configs/loss_experiment/) "
+        "but not for loss=bkd, which keeps its own loss.temperature=2.0; give "
+        "configs/loss_experiment/table_imagenet_lt_bkd.yaml or the value on the command line")
+    assert warning("loss=bkd", "loss.temperature=1") is None  # given on the command line
+    for loss in ("kd", "ce", "reviewkd"):  # its own file; no temperature at all; preact is ReviewKD's alone
+        assert warning(f"loss={loss}") is None
+    monkeypatch.setattr(pipeline, "run", lambda *args: None)
+    overrides = ["experiment=table_imagenet_lt", "loss=bkd"]
+    assert train.execute(compose_default(tmp_path, *overrides), tmp_path, "", overrides) == (0, "")
+    assert capsys.readouterr().err.startswith("warning: experiment=table_imagenet_lt sets loss.temperature")

@@ -21,15 +21,18 @@ from ltkd.build import RunContext, build_context, student_distiller
 from ltkd.checkpoint import load_checkpoint
 from ltkd.config import load_config
 from ltkd.data.loaders import DeviceLoader
+from ltkd.distillers import METHODS
 from ltkd.engine import Preempted, Stage, StopSignal
 from ltkd.models import create_model
 from ltkd.runtime import Runtime
 from ltkd.teacher_outputs import share_teacher_outputs
-from tests.conftest import DEVICES, no_host_sync
+from tests.helpers import DEVICES, no_host_sync
 
-LOSSES = {"ce": ["loss=ce"], "kd": ["loss=kd"], "dkd": ["loss=dkd"], "reviewkd": ["loss=reviewkd"],
-          "bkd": ["loss=bkd", "loss.defer_epoch=0"],  # class-balanced from the first step
-          "ltkd-batch": ["loss=ltkd", "loss.rebalance=batch"], "ltkd-ema": ["loss=ltkd", "loss.rebalance=ema"]}
+# every method of the table with its preset, some in variants of their own
+VARIANTS = {"bkd": {"bkd": ["loss.defer_epoch=0"]},  # class-balanced from the first step
+            "ltkd": {"ltkd-batch": ["loss.rebalance=batch"], "ltkd-ema": ["loss.rebalance=ema"]}}
+LOSSES = {label: [f"loss={method}", *extra] for method in METHODS
+          for label, extra in VARIANTS.get(method, {method: []}).items()}
 HAS_COMPILER = any(map(shutil.which, ("cc", "gcc", "clang")))
 
 

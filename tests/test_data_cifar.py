@@ -11,6 +11,7 @@ import torch
 from ltkd.data import DATASET_NAMES, build_dataset, long_tailed_counts, select_long_tailed
 from ltkd.errors import DataError
 from tests.fakedata import write_fake_cifar100
+from tests.helpers import drop_test_class
 
 
 @pytest.fixture(scope="module")
@@ -111,18 +112,6 @@ def test_labels_that_are_not_one_integer_per_image(labels, match, tmp_path):
     with pytest.raises(DataError, match=f"cifar-100-python/train: {match}") as info:  # tracebacks before
         build_dataset("cifar100_lt", tmp_path, imbalance_factor=2, n_max=2, download=False)
     assert "\n" not in str(info.value)
-
-
-def drop_test_class(base: Path, label: int) -> None:
-    """Remove every image of class `label` from the fake CIFAR test pickle under `base`."""
-    with open(base / "test", "rb") as f:
-        content = pickle.load(f)
-    keep = [i for i, y in enumerate(content["fine_labels"]) if y != label]
-    content = {**content, "data": content["data"][keep], "fine_labels": [content["fine_labels"][i] for i in keep],
-               "coarse_labels": [content["coarse_labels"][i] for i in keep],
-               "filenames": [content["filenames"][i] for i in keep]}
-    with open(base / "test", "wb") as f:
-        pickle.dump(content, f)
 
 
 def test_a_class_without_test_images_is_refused(tmp_path):

@@ -8,15 +8,16 @@ test also checks that the wrong setting would give a clearly different number.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ltkd.build import RunContext, build_context, student_distiller
+from ltkd.build import check_method, student_distiller
 from ltkd.config import RunConfig, load_config
-from ltkd.distillers import Distiller
+from ltkd.distillers import METHODS, Distiller
 from ltkd.distributed import DistInfo, mean_over_ranks
 from ltkd.losses import (
     bkd_loss,
@@ -29,27 +30,13 @@ from ltkd.losses import (
     ltkd_loss,
     teacher_group_mean,
 )
-from ltkd.models import create_model
+from tests.helpers import biased_teacher, context
 
 # the toy data (tests/conftest.py): 100 classes, counts falling with the label, so the groups by count
 # are the labels in order: 33 / 34 / 33 classes, or 50 / 50 for two groups
 THREE_GROUPS = torch.tensor([0] * 33 + [1] * 34 + [2] * 33)
 TWO_GROUPS = torch.tensor([0] * 50 + [1] * 50)
 BATCH = 8
-
-
-def context(cfg: RunConfig, tmp_path: Path, dist: DistInfo | None = None) -> RunContext:
-    """What the pipeline gives stage 2 (the toy data, its groups), as one process or a rank."""
-    return build_context(cfg, tmp_path, dist=dist)
-
-
-def biased_teacher(cfg: RunConfig) -> nn.Module:
-    """The configured teacher architecture, its classifier bias falling from head (+4) to tail (-4)."""
-    torch.manual_seed(1)
-    teacher = create_model(cfg.teacher.arch, cfg.dataset.num_classes)
-    with torch.no_grad():
-        teacher.classifier.bias.copy_(torch.linspace(4.0, -4.0, cfg.dataset.num_classes))
-    return teacher
 
 
 def build(compose_toy, tmp_path: Path, *overrides: str) -> tuple[RunConfig, Distiller]:
@@ -129,7 +116,7 @@ def test_dkd_follows_alpha_beta_temperature(compose_toy, tmp_path: Path):
     assert differs(expected, dkd_loss(logits_s, logits_t, target, 3.0, 0.7, 2.0))  # α and β swapped
 
 
-def test_dkd_beta_comes_from_the_pair(compose_toy, tmp_path: Path):
+def test_dkd_beta_comes_from_the_loss_s_file_for_the_pair(compose_toy, tmp_path: Path):
     _, distiller = build(compose_toy, tmp_path, "loss=dkd", "pair=wrn_40_2_wrn_16_2", "loss.warmup_epochs=0",
                            "teacher.arch=resnet8", "student.arch=resnet8")
     losses, (logits_s, _, logits_t, _, target) = losses_at(distiller, epoch=1)
@@ -236,7 +223,7 @@ def test_reviewkd_follows_alpha_and_preact(overrides, alpha: float, student_key:
 
 # --- the CE term of every method -----------------------------------------------------------------
 
-@pytest.mark.parametrize("loss", ["ce", "kd", "dkd", "reviewkd", "bkd", "ltkd"])
+@pytest.mark.parametrize("loss", list(METHODS))
 def test_ce_term_follows_weight_and_logit_adjustment(loss: str, compose_toy, tmp_path: Path):
     cfg, distiller = build(compose_toy, tmp_path, f"loss={loss}", "loss.ce_weight=0.4", "loss.logit_adjust_tau=1.5")
     images, target = batch()
@@ -247,3 +234,28 @@ def test_ce_term_follows_weight_and_logit_adjustment(loss: str, compose_toy, tmp
     torch.testing.assert_close(losses["loss_ce"], expected)
     assert differs(expected, 0.4 * logit_adjusted_ce(logits_s, target, None, 0.0))
 
+
+# --- what every method of the table keeps (a method added to METHODS is covered here) ------------
+
+@pytest.mark.parametrize("loss", list(METHODS))
+def test_every_method_passes_the_check_step_and_resumes_from_its_student_state(loss: str, compose_toy,
+                                                                               tmp_path: Path):
+    """The run's check step (one training step on a dummy batch, before stage 1) passes, a real step's losses
+    are finite scalars with gradients, and the student state a stage checkpoint stores loads back exactly."""
+    cfg = load_config(compose_toy(f"loss={loss}"))
+    ctx = context(cfg, tmp_path)
+    check_method(ctx)
+    distiller = student_distiller(ctx, biased_teacher(cfg)).train()
+    _, losses = distiller(*batch(), 1)
+    assert set(losses) == ({"loss_ce"} if not METHODS[loss].uses_teacher else {"loss_ce", "loss_kd"})
+    assert all(v.ndim == 0 and torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in distiller.student.parameters())
+    state = distiller.student_state_dict()
+    assert not any(k.startswith("teacher.") for k in state)
+    fresh = copy.deepcopy(distiller)
+    with torch.no_grad():
+        for p in fresh.trainable_parameters():
+            p.add_(1.0)
+    fresh.load_student_state_dict(state)
+    assert all(torch.equal(v, state[k]) for k, v in fresh.student_state_dict().items())

@@ -85,13 +85,13 @@ def _batch(seed: int = 0) -> tuple[Tensor, Tensor]:
     return torch.randn(4, 3, SIZE, SIZE, generator=gen), torch.tensor([0, 2, 4, 5])
 
 
-@pytest.mark.parametrize("name", ["ce", "kd", "dkd", "reviewkd", "bkd", "ltkd"])
+@pytest.mark.parametrize("name", list(METHODS))
 def test_forward_losses_and_gradients(name: str) -> None:
     distiller = _build(name).train()
     images, target = _batch()
     logits, losses = distiller(images, target, 1)
     assert logits.shape == (4, NUM_CLASSES)
-    assert set(losses) == ({"loss_ce"} if name == "ce" else {"loss_ce", "loss_kd"})
+    assert set(losses) == ({"loss_ce", "loss_kd"} if METHODS[name].uses_teacher else {"loss_ce"})
     assert all(v.ndim == 0 and torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in distiller.student.parameters())
@@ -105,6 +105,8 @@ def test_build_dispatch_and_unknown_name() -> None:
     kinds = {"ce": CE, "kd": KD, "dkd": DKD, "reviewkd": ReviewKD, "bkd": BKD, "ltkd": LTKD}
     for name, cls in kinds.items():
         assert type(_build(name)) is cls
+    for name, entry in METHODS.items():  # every method of the table: its own module's distiller
+        assert type(_build(name)).__module__ == entry.build.__module__, name
     with pytest.raises(ValueError, match=r"unknown method 'fitnet'; available: ce, kd"):
         _build("fitnet")
     with pytest.raises(ValueError, match=r"^rebalance: 'global'; allowed: batch, ema, none$"):

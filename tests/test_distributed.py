@@ -16,12 +16,10 @@ from hydra import compose, initialize_config_dir
 
 from ltkd.build import student_distiller
 from ltkd.config import RunConfig, load_config
-from ltkd.distributed import DistInfo, mean_over_ranks
+from ltkd.distributed import mean_over_ranks
 from ltkd.losses import ltkd_loss, teacher_group_mean
 from ltkd.recipes import CONFIG_DIR
-from tests.conftest import toy_overrides
-from tests.test_distiller_wiring import biased_teacher, context
-from tests.test_train import ROOT, run_cli
+from tests.helpers import ROOT, biased_teacher, context, join_gloo, run_cli, spawn, toy_overrides
 
 
 def summary(run_dir: Path) -> dict:
@@ -80,26 +78,13 @@ def test_ltkd_statistics_reduced_over_ranks_equal_the_global_batch(tmp_path: Pat
     assert not torch.allclose(per_rank, results[0][1])  # per-rank statistics would differ (global_stats=false)
 
 
-def spawn(worker, *args) -> dict:
-    """Run `worker(rank, *args, out)` in two gloo processes; {rank: what it put in out[rank]}."""
-    with mp.Manager() as manager:
-        out = manager.dict()
-        mp.spawn(worker, args=(*args, out), nprocs=2)
-        return dict(out)
-
-
-def _join(rank: int, init_file: str) -> DistInfo:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    return DistInfo(rank=rank, world_size=2)
-
-
 def _shard(rank: int, n: int) -> slice:
     return slice(rank * n // 2, (rank + 1) * n // 2)
 
 
 def _stage2_worker(rank: int, init_file: str, cfg: RunConfig, images: torch.Tensor, target: torch.Tensor,
                    out: dict) -> None:
-    ctx = context(cfg, Path(init_file).parent, _join(rank, init_file))
+    ctx = context(cfg, Path(init_file).parent, join_gloo(rank, init_file))
     distiller = student_distiller(ctx, biased_teacher(cfg)).eval()  # eval: no batch-norm batch statistics
     shard = _shard(rank, len(images))
     out[rank] = distiller(images[shard], target[shard], 1)[1]["loss_kd"].detach()
@@ -125,7 +110,7 @@ def test_ltkd_global_stats_switch_under_ddp(global_stats: bool, compose_toy, tmp
 
 
 def _eval_worker(rank: int, init_file: str, cfg: RunConfig, means: torch.Tensor, out: dict) -> None:
-    ctx = context(cfg, Path(init_file).parent, _join(rank, init_file))
+    ctx = context(cfg, Path(init_file).parent, join_gloo(rank, init_file))
     out[rank] = ctx.evaluator(NearestMean(means))()
     dist.destroy_process_group()
 

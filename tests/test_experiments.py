@@ -18,9 +18,7 @@ from ltkd.config import load_config
 from ltkd.engine import PREEMPTED_EXIT_CODE
 from ltkd.errors import CheckpointError
 from ltkd.recipes import CONFIG_DIR
-from tests.conftest import toy_overrides
-from tests.test_reliability import start_cli, wait_for
-from tests.test_train import ROOT, run_cli
+from tests.helpers import ROOT, run_cli, start_cli, toy_overrides, wait_for
 
 
 def teacher_final(run_dir: Path) -> dict:

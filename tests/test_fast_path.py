@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ltkd.config import LossConfig, load_config
+from ltkd.config import load_config
 from ltkd.data import ImageSet, class_to_group, split_groups
 from ltkd.data.loaders import DataLoaderAdapter, DeviceLoader
 from ltkd.data.transforms import ImageSetDataset, build_transforms
@@ -16,20 +16,7 @@ from ltkd.evaluation import accuracy_from_counts, class_counts
 from ltkd.loggers import NullLogger
 from ltkd.models import create_model
 from ltkd.runtime import Runtime
-
-CLASSES, MEAN, STD = 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-
-PLAIN_CE = LossConfig(name="ce", ce_weight=1.0, warmup_epochs=0, logit_adjust_tau=0.0)
-
-
-def toy_problem(per_class: int, seed: int) -> ImageSet:
-    """Smooth class patterns (so small shifts keep them recognisable) plus pixel noise."""
-    gen = torch.Generator().manual_seed(1234)
-    patterns = torch.nn.functional.interpolate(torch.rand(CLASSES, 3, 4, 4, generator=gen) * 255, size=32,
-                                               mode="bilinear")
-    labels = torch.arange(CLASSES).repeat_interleave(per_class)
-    noise = torch.randn(len(labels), 3, 32, 32, generator=torch.Generator().manual_seed(seed)) * 150
-    return ImageSet(labels=labels, images=(patterns[labels] + noise).clamp(0, 255).to(torch.uint8))
+from tests.helpers import CLASSES, MEAN, PLAIN_CE, STD, toy_problem
 
 
 def train_and_test(cfg, loader, test: ImageSet, tmp_path: Path, seed: int) -> float:

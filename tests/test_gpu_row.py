@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TOY
-from tests.test_train import ROOT
+from tests.helpers import ROOT, TOY
 
 ROW_SMOKE = [o for o in TOY if o.startswith(("trainer=", "dataset.", "teacher.", "student."))] + ["deterministic=true"]
 TOOLS = ("bash", "cat", "cp", "date", "dirname", "find", "grep", "gzip", "mkdir", "sed", "sleep", "tail", "tar",

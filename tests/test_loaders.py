@@ -13,7 +13,7 @@ from torchvision import transforms as T
 
 from ltkd.data import ImageSet, ImageSetDataset, build_transforms
 from ltkd.data.loaders import DataLoaderAdapter, DeviceLoader, _sample_crop_flip, random_crop_flip
-from tests.conftest import DEVICES, no_host_sync
+from tests.helpers import DEVICES, no_host_sync
 
 MEAN, STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 KINDS = ["device", "adapter"]

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import toy_overrides
+from tests.helpers import toy_overrides
 
 
 def test_wheelhouse_installs_offline_and_runs_the_smoke_config(wheelhouse: Path, torch_image: Path,

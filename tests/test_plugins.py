@@ -5,11 +5,14 @@ Hydra's composition, the config validation and the pipeline."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
+import re
 import shutil
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -19,9 +22,10 @@ from omegaconf import open_dict
 from ltkd import pipeline
 from ltkd.config import load_config
 from ltkd.data import DATASETS, long_tailed_counts
-from ltkd.distillers import METHODS
-from ltkd.errors import ConfigError
+from ltkd.distillers import METHODS, Distiller
+from ltkd.errors import USER_ERROR_EXIT_CODE, ConfigError
 from ltkd.recipes import CONFIG_DIR
+from ltkd.train import execute
 
 LOSS_FILE = '''
 """L2 between student and teacher logits (a pure function on tensors)."""
@@ -33,12 +37,17 @@ def l2_logits_loss(logits_s: Tensor, logits_t: Tensor) -> Tensor:
 '''
 
 DISTILLER_FILE = '''
-"""A toy method: warm-up * alpha * L2(student logits, teacher logits)."""
+"""A toy long-tailed method: warm-up * alpha * L2(student logits, teacher logits), each sample weighted by its
+class's inverse training frequency (from the run's DistillerInputs: counts, number of classes, groups)."""
 from dataclasses import dataclass
+
+import torch
 
 from ltkd.checks import check_non_negative
 from ltkd.distillers.base import Distiller, LossConfig, Method
 from toy_plugins.l2_logits import l2_logits_loss
+
+RECEIVED = []  # the DistillerInputs each build got (the test reads them)
 
 
 @dataclass(frozen=True)
@@ -51,16 +60,21 @@ class L2Config(LossConfig):
 
 
 class L2(Distiller):
-    def __init__(self, student, teacher, ce, *, alpha, warmup_epochs):
+    def __init__(self, student, teacher, ce, *, alpha, warmup_epochs, class_weights):
         super().__init__(student, teacher, ce, warmup_epochs=warmup_epochs)
         self.alpha = alpha
+        self.register_buffer("class_weights", class_weights, persistent=False)
 
     def distill_loss(self, logits_s, features_s, logits_t, features_t, target, epoch):
-        return self.alpha * l2_logits_loss(logits_s, logits_t)
+        return self.alpha * self.class_weights[target].mean() * l2_logits_loss(logits_s, logits_t)
 
 
 def build(cfg, student, teacher, ce, inputs):
-    return L2(student, teacher, ce, alpha=cfg.alpha, warmup_epochs=cfg.warmup_epochs)
+    RECEIVED.append(inputs)
+    assert len(inputs.train_counts) == inputs.num_classes == inputs.class_to_group.numel()
+    counts = torch.tensor(inputs.train_counts, dtype=torch.float32, device=inputs.class_to_group.device)
+    weights = (1 / counts) * inputs.num_classes / (1 / counts).sum()
+    return L2(student, teacher, ce, alpha=cfg.alpha, warmup_epochs=cfg.warmup_epochs, class_weights=weights)
 
 
 METHOD = Method("l2_logits", L2Config, build)
@@ -156,6 +170,8 @@ def toy_config(configs: Path, tmp_path: Path, *overrides: str):
 
 
 def test_a_new_method_and_dataset_run_end_to_end_through_hydra(plugins: Path, tmp_path: Path):
+    """A long-tailed method reads the class counts, their number and the groups from DistillerInputs: no core
+    edit."""
     cfg = load_config(toy_config(plugins, tmp_path))
     assert (cfg.dataset.name, cfg.loss.name, cfg.loss.alpha, cfg.loss.ce_weight) == ("toy_lt", "l2_logits", 0.5, 1.0)
     assert cfg.trainer.epochs == 3  # the dataset's own recipe (configs/trainer/toy_lt.yaml)
@@ -165,6 +181,47 @@ def test_a_new_method_and_dataset_run_end_to_end_through_hydra(plugins: Path, tm
     assert [len(members) for members in metrics["groups"].values()] == [3, 4, 3]
     history = metrics["student"]["history"]
     assert len(history) == 3 and all(h["train/loss_kd"] > 0 for h in history)
+    received = importlib.import_module("toy_plugins.l2_distiller").RECEIVED
+    assert len(received) == 2  # the check step's throwaway distiller, then the student's
+    for inputs in received:
+        assert inputs.train_counts == tuple(long_tailed_counts(8, 10, 4)) and inputs.num_classes == 10
+        assert inputs.class_to_group.tolist() == [0] * 3 + [1] * 4 + [2] * 3
+
+
+def _raises(self, *args):
+    raise ValueError("boom")
+
+
+def _narrow_logits(self, images, target, epoch):
+    logits, losses = Distiller.forward(self, images, target, epoch)
+    return logits[:, :5], losses
+
+
+def _per_sample_loss(self, logits_s, features_s, logits_t, features_t, target, epoch):
+    return (logits_s - logits_t).pow(2).mean(1)
+
+
+@pytest.mark.parametrize(("where", "mistake", "message"), [
+    ("distill_loss", _raises, r"the method failed its check step on a dummy batch, before any training "
+                              r"\(ValueError: boom\)$"),
+    ("forward", _narrow_logits, r"L2.forward returned logits of shape \(2, 5\); expected \(2, 10\)"),
+    ("distill_loss", _per_sample_loss, r"L2.forward returned 'loss_kd' of shape \(2,\); expected a scalar"),
+    ("build", _raises, r"the method failed its check step .*\(ValueError: boom\)"),
+], ids=["raises", "wrong-logits-shape", "non-scalar-loss", "build-raises"])
+def test_a_plug_in_s_mistake_fails_the_run_in_one_line_before_the_teacher_trains(
+        plugins: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where, mistake, message):
+    module = importlib.import_module("toy_plugins.l2_distiller")
+    if where == "build":
+        monkeypatch.setitem(METHODS, "l2_logits", dataclasses.replace(METHODS["l2_logits"], build=mistake))
+    else:
+        monkeypatch.setattr(module.L2, where, mistake)
+    started = time.perf_counter()
+    status, line = execute(toy_config(plugins, tmp_path), tmp_path / "run", "")
+    assert status == USER_ERROR_EXIT_CODE and "\n" not in line
+    assert re.match(rf"error: loss=l2_logits: .*{message}", line), line
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())  # no teacher, not even begun
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert time.perf_counter() - started < 60  # the toy teacher alone trains for longer on 2 shared cores
 
 
 def test_the_new_method_s_config_is_checked_against_its_own_keys(plugins: Path, tmp_path: Path):

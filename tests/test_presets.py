@@ -13,8 +13,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from ltkd.config import load_config
 from ltkd.recipes import CONFIG_DIR
-from tests.conftest import toy_overrides
-from tests.test_train import ROOT, run_cli
+from tests.helpers import ROOT, run_cli, toy_overrides
 
 PRESETS = {"table_ltkd_logit_adjust": 3, "table_ltkd_groups": 4, "table_ltkd_batch_size": 8,
            "table_ltkd_alpha_beta": 12, "table_ltkd_debiased_teacher": 4, "table_ltkd_vit_student": 2}

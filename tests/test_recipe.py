@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from ltkd import engine, pipeline
 from ltkd.config import load_config
 from ltkd.recipes import CONFIG_DIR
-from tests.conftest import toy_overrides
+from tests.helpers import toy_overrides
 
 RECIPE = ["loss=kd", "trainer.epochs=5", "trainer.max_steps_per_epoch=1", "trainer.lr_milestones=[2,4]",
           "trainer.lr_decay=0.1", "trainer.lr=0.2", "trainer.light_lr=0.03", "trainer.light_archs=[resnet14]",

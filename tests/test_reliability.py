@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,29 +15,7 @@ from ltkd.config import load_config
 from ltkd.distillers import Distiller
 from ltkd.engine import PREEMPTED_EXIT_CODE, NonFiniteLoss, StopSignal
 from ltkd.errors import CheckpointError, DataError
-from tests.conftest import toy_overrides
-from tests.test_train import ROOT, run_cli
-
-LONGER = ["loss=ltkd", "deterministic=true", "trainer.epochs=4", "trainer.lr_milestones=[3]"]
-
-
-def accuracies(run_dir: Path) -> dict:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {who: {which: metrics[who][which] for which in ("final", "best")} for who in ("teacher", "student")}
-
-
-def start_cli(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "ltkd.train", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"run ended before the kill point: {proc.communicate()[1][-1500:]}"
-        assert time.monotonic() < deadline, "kill point never reached"
-        time.sleep(0.02)
+from tests.helpers import KILL_POINTS, LONGER, accuracies, run_cli, start_cli, toy_overrides, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +24,6 @@ def uninterrupted(fake_cifar_root: Path, tmp_path_factory: pytest.TempPathFactor
     proc = run_cli(*toy_overrides(fake_cifar_root, tmp / "cache", *LONGER, f"hydra.run.dir={tmp / 'run'}"), cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return accuracies(tmp / "run")
-
-
-KILL_POINTS = {
-    # teacher stage: its training checkpoint exists, the finished teacher does not yet
-    "teacher": lambda cache, run: any(cache.glob("*.ckpt")) and not any(cache.glob("*.pt")),
-    # between the stages: the teacher is stored, the student has not checkpointed yet
-    "between": lambda cache, run: any(cache.glob("*.pt")),
-    # student stage: after its first checkpoint
-    "student": lambda cache, run: (run / "checkpoints" / "student.ckpt").exists(),
-}
 
 
 # the student stage in the fast suite; the teacher stage and between the stages in `make test-all`

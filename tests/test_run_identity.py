@@ -13,8 +13,7 @@ from omegaconf import OmegaConf
 from ltkd import pipeline, reporting, run_outputs
 from ltkd.config import load_config
 from ltkd.errors import ConfigError, OutputError
-from tests.conftest import toy_overrides
-from tests.test_train import run_cli
+from tests.helpers import run_cli, toy_overrides
 
 CHANGES = {  # first run's overrides, second run's overrides, a field that differs
     "preset": (["experiment=demo"], [], "loss.warmup_epochs (stored 1, now 0)"),
@@ -49,12 +48,14 @@ def test_another_configs_run_directory_is_refused_when_complete_and_on_resume(ch
 
 def test_a_run_stored_with_every_loss_s_keys_still_resumes_and_reports_complete(compose_toy, tmp_path: Path):
     """Runs made before each loss had its own keys stored all of them (KD with `loss.rebalance: none`, ...):
-    keys the run's loss does not have are ignored; a key it has still counts."""
+    keys the run's loss does not have are ignored; a key it has still counts. So is `pair.dkd_beta`, DKD's β
+    before it moved to the loss side (configs/loss_pair/)."""
     run_dir = tmp_path / "run"
     cfg = load_config(compose_toy("loss=kd"))
     pipeline.run(cfg, run_dir)
     stored = OmegaConf.load(run_dir / "config.yaml")
     stored.loss.rebalance, stored.loss.beta, stored.loss.preact = "none", 0.0, False
+    stored.pair.dkd_beta = 8.0
     OmegaConf.save(stored, run_dir / "config.yaml")
     assert pipeline.run(cfg, run_dir)["loss"] == "kd"  # run complete
     stored.loss.alpha = 0.5

@@ -20,9 +20,7 @@ from ltkd.engine import PREEMPTED_EXIT_CODE, StopSignal
 from ltkd.errors import CheckpointError, OutputError
 from ltkd.teacher_cache import file_lock
 from ltkd.teacher_outputs import OutputStore, ReplayTeacher, SharedOutputsLoader, live_teacher_reason
-from tests.conftest import toy_overrides
-from tests.test_reliability import LONGER, accuracies, start_cli, wait_for
-from tests.test_train import run_cli
+from tests.helpers import LONGER, accuracies, run_cli, start_cli, toy_overrides, wait_for
 
 
 def student_weights(run_dir: Path) -> dict[str, torch.Tensor]:

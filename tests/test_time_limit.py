@@ -22,9 +22,7 @@ from ltkd.errors import ConfigError
 from ltkd.loggers import NullLogger
 from ltkd.models import create_model
 from ltkd.runtime import Runtime
-from tests.conftest import toy_overrides
-from tests.test_fast_path import CLASSES, MEAN, STD, toy_problem
-from tests.test_train import run_cli
+from tests.helpers import CLASSES, MEAN, STD, run_cli, toy_overrides, toy_problem
 
 PLAIN_CE = LossConfig(name="ce", ce_weight=1.0, warmup_epochs=0, logit_adjust_tau=0.0)
 

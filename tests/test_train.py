@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ltkd import pipeline
 from ltkd.config import load_config
-from tests.conftest import toy_overrides
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_cli(*args: str, cwd: Path, env_extra: dict | None = None, timeout: int = 300):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "ltkd.train", *args], cwd=cwd, capture_output=True,
-                          text=True, env=env, timeout=timeout)
+from ltkd.distillers import METHODS
+from tests.helpers import run_cli, toy_overrides
 
 
-@pytest.mark.parametrize("loss", ["ce", "kd", "dkd", "reviewkd", "bkd", "ltkd"])
+# every method of the table; a whole toy run each, so one in the fast suite (the check step and one training
+# step of every method: test_distiller_wiring) and the others in `make test-all`
+@pytest.mark.parametrize("loss", [pytest.param(m, marks=[] if m == "ltkd" else pytest.mark.slow) for m in METHODS])
 def test_each_loss_runs_end_to_end(loss: str, compose_toy, tmp_path: Path):
     cfg = load_config(compose_toy(f"loss={loss}"))
     metrics = pipeline.run(cfg, tmp_path / "run")
@@ -40,7 +32,7 @@ def test_each_loss_runs_end_to_end(loss: str, compose_toy, tmp_path: Path):
             assert acc["overall"] == pytest.approx(sum(acc["per_class"]) / 100)
     assert metrics["student"]["history"][-1]["epoch"] == 2
     names = {k for k in metrics["student"]["history"][-1] if k.startswith("train/loss_")}
-    assert names == ({"train/loss_ce"} if loss == "ce" else {"train/loss_ce", "train/loss_kd"})
+    assert names == ({"train/loss_ce", "train/loss_kd"} if METHODS[loss].uses_teacher else {"train/loss_ce"})
 
 
 def test_metrics_json_contract(compose_toy, tmp_path: Path):

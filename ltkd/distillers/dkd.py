@@ -14,7 +14,8 @@ from ltkd.losses import dkd_loss
 
 @dataclass(frozen=True)
 class DKDConfig(KDConfig):
-    """KD's keys (alpha: the TCKD weight) and beta, the NCKD weight (set per pair: pair.dkd_beta)."""
+    """KD's keys (alpha: the TCKD weight) and beta, the NCKD weight (8; a pair with another published beta
+    states it in configs/loss_pair/dkd_<pair>.yaml)."""
 
     beta: float
 
