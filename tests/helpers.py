@@ -20,11 +20,13 @@ import torch.distributed
 import torch.multiprocessing as mp
 from torch import nn
 
+from ltkd import checkpoint
 from ltkd.build import RunContext, build_context
 from ltkd.config import LossConfig, RunConfig
 from ltkd.data import ImageSet
 from ltkd.distributed import DistInfo
 from ltkd.models import create_model
+from ltkd.train import cli
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: subprocesses import its ltkd (PYTHONPATH)
 
@@ -154,3 +156,36 @@ def drop_test_class(base: Path, label: int) -> None:
                "filenames": [content["filenames"][i] for i in keep]}
     with open(base / "test", "wb") as f:
         pickle.dump(content, f)
+
+
+def cli_in_process(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """`python -m ltkd.train *args` in this process (a subprocess spends seconds importing): (status, stderr)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    monkeypatch.setattr(sys, "argv", ["ltkd.train", *args])
+    GlobalHydra.instance().clear()
+    try:
+        with pytest.raises(SystemExit) as info:
+            cli()
+    finally:
+        GlobalHydra.instance().clear()  # as the other in-process compositions expect
+    return info.value.code, capsys.readouterr().err
+
+
+def truncate(path: str | Path) -> Path:
+    """Cut an image file in half, as an interrupted copy leaves it."""
+    path = Path(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+def plant_temps(folder: Path, *targets: str, age_s: float) -> list[Path]:
+    """Temp files as a writer of `targets` killed mid-write leaves them, last modified `age_s` ago."""
+    folder.mkdir(parents=True, exist_ok=True)
+    planted = []
+    for i, target in enumerate(targets):
+        path = folder / f"{checkpoint.temp_prefix(Path(target))}k{i}x7q2z{checkpoint.TEMP_SUFFIX}"
+        path.write_bytes(b"half a checkpoint")
+        os.utime(path, (path.stat().st_atime - age_s, path.stat().st_mtime - age_s))
+        planted.append(path)
+    return planted

@@ -12,6 +12,7 @@ import torch
 from ltkd import checkpoint
 from ltkd.checkpoint import load_checkpoint, save_checkpoint
 from ltkd.errors import CheckpointError, OutputError
+from tests.helpers import plant_temps
 
 
 def test_round_trip_preserves_tensors_and_python_state(tmp_path: Path):
@@ -147,18 +148,6 @@ def test_unreadable_file_is_reported_as_unreadable_not_truncated(tmp_path: Path,
     with pytest.raises(CheckpointError, match="cannot be read: Permission denied") as info:
         load_checkpoint(path)
     assert "truncated" not in str(info.value)
-
-
-def plant_temps(folder: Path, *targets: str, age_s: float) -> list[Path]:
-    """Temp files as a writer of `targets` killed mid-write leaves them, last modified `age_s` ago."""
-    folder.mkdir(parents=True, exist_ok=True)
-    planted = []
-    for i, target in enumerate(targets):
-        path = folder / f"{checkpoint.temp_prefix(Path(target))}k{i}x7q2z{checkpoint.TEMP_SUFFIX}"
-        path.write_bytes(b"half a checkpoint")
-        os.utime(path, (path.stat().st_atime - age_s, path.stat().st_mtime - age_s))
-        planted.append(path)
-    return planted
 
 
 def test_old_temps_are_swept_fresh_ones_and_real_files_stay(tmp_path: Path):

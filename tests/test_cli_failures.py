@@ -9,7 +9,6 @@ import json
 import os
 import pickle
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -19,9 +18,18 @@ from ltkd import checkpoint, pipeline
 from ltkd.config import load_config
 from ltkd.errors import INTERRUPTED_EXIT_CODE, OUTPUT_ERROR_EXIT_CODE, PREEMPTED_EXIT_CODE, ConfigError
 from ltkd.teacher_cache import TeacherCache, teacher_key
-from ltkd.train import cli, execute
+from ltkd.train import execute
 from tests.fakedata import write_fake_cifar100, write_fake_tinyimagenet
-from tests.helpers import KILL_POINTS, LONGER, drop_test_class, run_cli, start_cli, toy_overrides, wait_for
+from tests.helpers import (
+    KILL_POINTS,
+    LONGER,
+    cli_in_process,
+    drop_test_class,
+    run_cli,
+    start_cli,
+    toy_overrides,
+    wait_for,
+)
 
 
 def one_line(stderr: str) -> str:
@@ -102,20 +110,6 @@ def test_a_full_disk_or_read_only_directory_is_one_line_and_status_74(target: st
     assert message.startswith("error: cannot write '") and f"{target}': {text}" in message and "\n" not in message
     assert not list((tmp_path / "run").rglob("*.tmp"))  # no partial file left
     assert not (tmp_path / "run" / "metrics.json").exists()
-
-
-def cli_in_process(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    """`python -m ltkd.train *args` in this process (a subprocess spends seconds importing): (status, stderr)."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    monkeypatch.setattr(sys, "argv", ["ltkd.train", *args])
-    GlobalHydra.instance().clear()
-    try:
-        with pytest.raises(SystemExit) as info:
-            cli()
-    finally:
-        GlobalHydra.instance().clear()  # as the other in-process compositions expect
-    return info.value.code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("how", ["in-process", pytest.param("command", marks=pytest.mark.slow)])

@@ -10,6 +10,7 @@ import torch
 from ltkd.data import build_dataset, long_tailed_counts, select_long_tailed
 from ltkd.errors import DataError
 from tests.fakedata import fake_wnids, write_fake_imagenet, write_split_file
+from tests.helpers import truncate
 
 PER_CLASS = (8, 6, 3, 4)
 
@@ -89,13 +90,6 @@ def test_a_binary_split_file_is_named(imagenet_root, tmp_path):
                                "expected lines 'relative/path.JPEG label'")
 
 
-def truncate(path: str | Path) -> Path:
-    """Cut an image file in half, as an interrupted copy leaves it."""
-    path = Path(path)
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    return path
-
-
 def test_a_corrupt_image_read_in_a_worker_is_one_line_naming_the_file(tmp_path: Path):
     from ltkd.data import ImageSetDataset, build_transforms
     from ltkd.data.loaders import DataLoaderAdapter
@@ -119,7 +113,7 @@ def test_a_run_reading_a_corrupt_image_in_a_worker_stops_with_one_line_and_statu
 
     from ltkd.recipes import CONFIG_DIR
     from ltkd.train import execute
-    from tests.conftest import toy_overrides
+    from tests.helpers import toy_overrides
 
     write_fake_imagenet(tmp_path / "data", per_class_train=(2, 2, 2), per_class_val=1, size=(24, 24))
     wnid = fake_wnids(3)[1]

@@ -94,7 +94,7 @@ def test_a_folder_that_cannot_be_listed_is_a_read_error(tmp_path, monkeypatch):
 
 
 def test_a_truncated_jpeg_is_one_line_naming_the_file(tmp_path):
-    from tests.test_data_imagenet import truncate
+    from tests.helpers import truncate
 
     base = write_fake_tinyimagenet(tmp_path, num_classes=3, per_class_train=2, per_class_val=1)
     bad = truncate(base / "val" / "images" / "val_1.JPEG")  # decoded up front, in threads, not in workers

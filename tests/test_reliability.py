@@ -167,7 +167,7 @@ def test_a_run_sweeps_the_temps_of_writers_killed_before_it(compose_toy, tmp_pat
 
     from ltkd import stages
     from ltkd.checkpoint import STALE_TEMP_AGE_S
-    from tests.test_checkpoint import plant_temps
+    from tests.helpers import plant_temps
 
     run, cache = tmp_path / "run", tmp_path / "cache"
     cfg = load_config(compose_toy("loss=kd", f"paths.teacher_cache={cache}", f"data.root={tmp_path / 'none'}"))

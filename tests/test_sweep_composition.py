@@ -15,7 +15,7 @@ from hydra.types import RunMode
 from ltkd import sweep
 from ltkd.recipes import CONFIG_DIR
 from ltkd.train import hydra_error_line
-from tests.conftest import toy_overrides
+from tests.helpers import cli_in_process, toy_overrides
 
 
 def test_a_job_that_does_not_compose_is_recorded_and_stood_in_for(tmp_path: Path):
@@ -44,7 +44,6 @@ def test_a_job_that_does_not_compose_is_recorded_and_stood_in_for(tmp_path: Path
 @pytest.mark.slow  # about 5 s on the loaded 2-core machine: a whole (if short) sweep
 def test_a_sweep_in_process_lists_the_job_that_did_not_compose(fake_cifar_root: Path, tmp_path: Path, monkeypatch,
                                                                capsys):
-    from tests.test_cli_failures import cli_in_process
 
     sweep_dir = tmp_path / "sweep"  # the kd job fails its validation at once: no training, a fast sweep
     args = toy_overrides(fake_cifar_root, tmp_path / "cache", "loss=foo,kd", "loss.alpha=inf",
