@@ -7,9 +7,11 @@ range; each problem raises `ConfigError` with one line naming the field, the val
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,6 +30,25 @@ from ltkd.models import available_models, model_name
 from ltkd.recipes import recipe_epochs
 
 __all__ = ["LossConfig", "RunConfig", "load_config", "run_identity", "unknown_key_message"]
+
+# --- roles: what each key does to a run, stated once on its field ----------------------------------
+# Every derived view follows from these: the run's identity (`run_identity`), the run directory's name
+# (`run_dir_exclude_keys`), the teacher cache key (`teacher_stage_identity`) and the table's rows
+# (`ltkd.results`). A field without a role of its own has its section's (the field of RunConfig above it).
+RESULT = "result"  # changes a run's numbers: part of its identity
+SPEED = "speed"    # speed or placement only: the same numbers
+FILES = "files"    # where files go, how progress is logged, how the run is named or resumed
+ROLES = (RESULT, SPEED, FILES)
+
+
+def role(kind: str, default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
+         teacher: bool | None = None, in_dir_name: bool = False) -> Any:
+    """A dataclass field with its role (`RESULT`, `SPEED`, `FILES`). `teacher=False`: not read by the
+    teacher's stage (so not in its cache key); None: as its section. `in_dir_name`: a FILES key that still
+    names the run directory (the experiment preset, whose values the overrides do not spell)."""
+    assert kind in ROLES, kind
+    metadata = {"role": kind, "teacher": teacher, "in_dir_name": in_dir_name}
+    return field(default=default, default_factory=default_factory, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -96,18 +117,18 @@ class TrainerConfig:
     lr_milestones: tuple[int, ...]
     lr_decay: float
     max_steps_per_epoch: int | None = None
-    eval_batch_size: int = 500
+    eval_batch_size: int = role(SPEED, 500)
     eval_every: int = 1
-    checkpoint_every: int = 1
-    device: str = "auto"
+    checkpoint_every: int = role(SPEED, 1)
+    device: str = role(SPEED, "auto")
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: Literal["auto", True, False] = "auto"
-    compile: bool = False
+    compile: bool = role(SPEED, False)
     loader: Literal["auto", "device", "dataloader"] = "auto"
-    num_workers: int = 4
+    num_workers: int = role(SPEED, 4)
     sync_bn: bool = False
-    share_teacher: bool = True  # students of one teacher share its stored logits (ltkd.teacher_outputs)
-    time_limit: str | float | None = None  # wall-clock budget from the launch ("8m", "1h30m", seconds)
+    share_teacher: bool = role(SPEED, True)  # students of one teacher share its stored logits (ltkd.teacher_outputs)
+    time_limit: str | float | None = role(SPEED, None)  # wall-clock budget from the launch ("8m", "1h30m", seconds)
 
 
 @dataclass(frozen=True)
@@ -130,21 +151,22 @@ class PathsConfig:
 class RunConfig:
     """Everything a run depends on (the Hydra config minus Hydra's own settings)."""
 
-    data: DataConfig
-    dataset: DatasetConfig
-    pair: PairConfig
-    teacher: TeacherConfig
-    student: StudentConfig
-    loss: LossConfig  # the chosen method's own config class (ltkd.distillers.METHODS)
-    trainer: TrainerConfig
-    logger: LoggerConfig
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    seed: int = 0
-    deterministic: bool = False
-    debug: bool = False
-    resume: bool = True
-    sweep_name: str = ""
-    experiment: str | None = None
+    data: DataConfig = role(FILES)
+    dataset: DatasetConfig = role(RESULT)
+    # the pair's names and DKD beta reach the stages as teacher.arch, student.arch and loss.*
+    pair: PairConfig = role(RESULT, teacher=False)
+    teacher: TeacherConfig = role(RESULT)
+    student: StudentConfig = role(RESULT, teacher=False)
+    loss: LossConfig = role(RESULT, teacher=False)  # the chosen method's own config class (ltkd.distillers.METHODS)
+    trainer: TrainerConfig = role(RESULT)
+    logger: LoggerConfig = role(FILES)
+    paths: PathsConfig = role(FILES, default_factory=PathsConfig)
+    seed: int = role(RESULT, 0)
+    deterministic: bool = role(RESULT, False)
+    debug: bool = role(FILES, False)
+    resume: bool = role(FILES, True)
+    sweep_name: str = role(FILES, "")
+    experiment: str | None = role(FILES, None, in_dir_name=True)
 
     def stage_lr(self, arch: str, explicit: float | None) -> float:
         """The learning rate for training `arch`: explicit, else the recipe's light or default lr."""
@@ -267,23 +289,91 @@ def unknown_key_message(full_key: str, loss_name: str | None = None) -> str:
 
 
 MAX_SEED = 2**32 - 1  # numpy's limit; torch takes the stage seeds derived from it (seed * 1009 + 1)
-NOT_IDENTITY = ("data", "logger", "paths", "debug", "resume", "sweep_name", "experiment", "trainer.device",
-                "trainer.compile", "trainer.num_workers", "trainer.eval_batch_size", "trainer.checkpoint_every",
-                "trainer.time_limit", "trainer.share_teacher")
+DIR_NAME_KEYS = ("dataset", "dataset.imbalance_factor", "pair", "teacher.arch", "student.arch", "loss", "seed")
+# ^ spelled out by the run directory's name itself (configs/hydra/default.yaml: ${run_dir:...}), so never again
+#   among its overrides
+
+
+def key_role(key: str) -> tuple[str, bool]:
+    """(role, read by the teacher's stage) of a dotted config key, from the fields' `role` metadata: a key's
+    own, else that of the nearest section above it that has one. A key the config no longer has (a stored
+    config.yaml of an older version) takes its section's; an unknown top-level key is RESULT (it counts)."""
+    kind, teacher = RESULT, True
+    cls: Any = RunConfig
+    parts = key.split(".")
+    for depth, part in enumerate(parts, 1):
+        fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        if part not in fields:
+            break
+        meta = fields[part].metadata
+        kind = meta.get("role", kind)
+        teacher = teacher if meta.get("teacher") is None else meta["teacher"]
+        if depth == len(parts):
+            break
+        cls = _field_type(cls, fields[part])
+        if cls is LossConfig:  # the method's own keys: all the section's role
+            break
+    return kind, teacher
+
+
+def _field_type(cls: type, f: dataclasses.Field) -> Any:
+    """The type of one field (`typing.get_type_hints` evaluates all of a class's, too slow per key)."""
+    if not isinstance(f.type, str):
+        return f.type
+    owner = next(k for k in cls.__mro__ if f.name in inspect.get_annotations(k))
+    return eval(f.type, vars(sys.modules[owner.__module__]))  # an annotation, in the module that wrote it
+
+
+def field_keys(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
+    """Every dotted key of the typed config's fields, sections first, with its field (loss.*: the section)."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        keys.append((f"{prefix}{f.name}", f))
+        tp = _field_type(cls, f)
+        if dataclasses.is_dataclass(tp) and tp is not LossConfig:
+            keys.extend(field_keys(tp, f"{prefix}{f.name}."))
+    return keys
 
 
 def run_identity(config: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a config (`RunConfig.to_dict()` or its stored copy) that change a run's results,
-    flattened to dotted keys: everything but where files are, how progress is logged, and the speed knobs
-    (NOT_IDENTITY). A run directory belongs to one identity. A teacher trained with plain CE adds no
+    """The fields of a config (`RunConfig.to_dict()` or its stored copy) that change a run's results
+    (role RESULT), flattened to dotted keys: not where files are, how progress is logged, nor the speed
+    knobs. A run directory belongs to one identity. A teacher trained with plain CE adds no
     `teacher.objective` / `teacher.tau` (τ does not act then), so run directories stored before the teacher
     objective existed keep their identity."""
     flat = _flatten(json.loads(json.dumps(config)))
-    identity = {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_IDENTITY)}
+    identity = {k: v for k, v in flat.items() if key_role(k)[0] == RESULT}
     if identity.get("teacher.objective", "ce") == "ce":
         identity.pop("teacher.objective", None)
         identity.pop("teacher.tau", None)
     return identity
+
+
+STAGE_LR_KEYS = ("trainer.lr", "trainer.light_lr", "trainer.light_archs", "teacher.lr")  # give `stage_lr`
+
+
+def teacher_stage_identity(run: RunConfig) -> dict[str, Any]:
+    """The identity of the run's teacher stage: the RESULT keys that stage reads (the dataset and its test
+    subset, the teacher, the recipe, the seed, the loader, deterministic, ...), nothing the student alone
+    reads. The learning-rate keys enter as the one rate they give the teacher (`RunConfig.stage_lr`), the
+    objective as its τ (`TeacherConfig.logit_adjust_tau`: balanced softmax is the logit-adjusted loss at
+    τ = 1, one teacher), and plain CE as neither."""
+    identity = run_identity(run.to_dict())
+    stage = {k: v for k, v in identity.items() if key_role(k)[1] and k not in STAGE_LR_KEYS}
+    stage["teacher.lr"] = run.stage_lr(run.teacher.arch, run.teacher.lr)
+    stage.pop("teacher.objective", None)
+    stage.pop("teacher.tau", None)
+    if run.teacher.logit_adjust_tau:
+        stage["teacher.logit_adjust_tau"] = run.teacher.logit_adjust_tau
+    return dict(sorted(stage.items()))
+
+
+def run_dir_exclude_keys() -> list[str]:
+    """The override keys left out of the run directory's name (Hydra's `override_dirname.exclude_keys`, via
+    the `run_dir_exclude_keys` resolver): those the name spells itself (`DIR_NAME_KEYS`) and every key, or
+    section, that does not change results, but `in_dir_name` ones."""
+    quiet = [key for key, f in field_keys() if key_role(key)[0] != RESULT and not f.metadata.get("in_dir_name")]
+    return list(dict.fromkeys([*DIR_NAME_KEYS, *quiet]))
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """The config folder and the published recipes read from it: the bottom of the package (imports nothing
-else from ltkd)."""
+else from ltkd at import time), and the resolver the configs name the run directory with."""
 
 from __future__ import annotations
 
@@ -32,3 +32,14 @@ def _trainer_preset(name: str) -> DictConfig:
     preset = OmegaConf.load(Path(CONFIG_DIR) / "trainer" / f"{name}.yaml")
     parents = [_trainer_preset(parent) for parent in preset.pop("defaults", [])]
     return OmegaConf.merge(*parents, preset)
+
+
+def _run_dir_exclude_keys() -> list[str]:
+    from ltkd.config import run_dir_exclude_keys  # on use only: ltkd.config imports this module
+
+    return run_dir_exclude_keys()
+
+
+# configs/hydra/default.yaml leaves the keys that do not change results out of the run directory's name; every
+# way of composing the configs (the CLI, the tests, ltkd.transfer) reads CONFIG_DIR from here
+OmegaConf.register_new_resolver("run_dir_exclude_keys", _run_dir_exclude_keys, replace=True)
