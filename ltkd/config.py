@@ -41,32 +41,31 @@ FILES = "files"    # where files go, how progress is logged, how the run is name
 ROLES = (RESULT, SPEED, FILES)
 
 
-def role(kind: str, default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
-         teacher: bool | None = None, in_dir_name: bool = False) -> Any:
+def role(kind: str, *, teacher: bool | None = None, in_dir_name: bool = False) -> Any:
     """A dataclass field with its role (`RESULT`, `SPEED`, `FILES`). `teacher=False`: not read by the
     teacher's stage (so not in its cache key); None: as its section. `in_dir_name`: a FILES key that still
     names the run directory (the experiment preset, whose values the overrides do not spell)."""
     assert kind in ROLES, kind
     metadata = {"role": kind, "teacher": teacher, "in_dir_name": in_dir_name}
-    return field(default=default, default_factory=default_factory, metadata=metadata)
+    return field(metadata=metadata)
 
 
 @dataclass(frozen=True)
 class DataConfig:
     root: str
-    download: bool = True
+    download: bool
 
 
 @dataclass(frozen=True)
 class DatasetConfig:
     name: str  # a key of ltkd.data.DATASETS
     imbalance_factor: float
-    seed: int = 0
-    n_max: int | None = None
-    group_fractions: tuple[float, ...] = (0.33, 0.34, 0.33)
-    split_file: str | None = None
-    test_split_file: str | None = None
-    max_test_per_class: int | None = None
+    seed: int
+    n_max: int | None
+    group_fractions: tuple[float, ...]
+    split_file: str | None
+    test_split_file: str | None
+    max_test_per_class: int | None
 
     @property
     def num_classes(self) -> int:
@@ -89,8 +88,8 @@ class TeacherConfig:
     arch: str
     objective: TeacherObjective  # the teacher's training loss: ce, logit_adjusted (τ = tau), balanced_softmax
     tau: float  # objective=logit_adjusted: its τ (Menon et al. 2021)
-    checkpoint: str | None = None
-    lr: float | None = None
+    checkpoint: str | None
+    lr: float | None
 
     @property
     def logit_adjust_tau(self) -> float:
@@ -102,7 +101,7 @@ class TeacherConfig:
 @dataclass(frozen=True)
 class StudentConfig:
     arch: str
-    lr: float | None = None
+    lr: float | None
 
 
 @dataclass(frozen=True)
@@ -116,40 +115,41 @@ class TrainerConfig:
     weight_decay: float
     lr_milestones: tuple[int, ...]
     lr_decay: float
-    max_steps_per_epoch: int | None = None
-    eval_batch_size: int = role(SPEED, 500)
-    eval_every: int = 1
-    checkpoint_every: int = role(SPEED, 1)
-    device: str = role(SPEED, "auto")
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    channels_last: Literal["auto", True, False] = "auto"
-    compile: bool = role(SPEED, False)
-    loader: Literal["auto", "device", "dataloader"] = "auto"
-    num_workers: int = role(SPEED, 4)
-    sync_bn: bool = False
-    share_teacher: bool = role(SPEED, True)  # students of one teacher share its stored logits (ltkd.teacher_outputs)
-    time_limit: str | float | None = role(SPEED, None)  # wall-clock budget from the launch ("8m", "1h30m", seconds)
+    max_steps_per_epoch: int | None
+    eval_batch_size: int = role(SPEED)
+    eval_every: int
+    checkpoint_every: int = role(SPEED)
+    device: str = role(SPEED)
+    precision: Literal["auto", "fp32", "bf16"]
+    channels_last: Literal["auto", True, False]
+    compile: bool = role(SPEED)
+    loader: Literal["auto", "device", "dataloader"]
+    num_workers: int = role(SPEED)
+    sync_bn: bool
+    share_teacher: bool = role(SPEED)  # students of one teacher share its stored logits (ltkd.teacher_outputs)
+    time_limit: str | float | None = role(SPEED)  # wall-clock budget from the launch ("8m", "1h30m", seconds)
 
 
 @dataclass(frozen=True)
 class LoggerConfig:
     name: Literal["wandb", "none"]
-    project: str = "ltkd"
-    entity: str | None = None
-    mode: Literal["auto", "online", "offline"] = "auto"
-    tags: tuple[str, ...] = ()
+    project: str
+    entity: str | None
+    mode: Literal["auto", "online", "offline"]
+    tags: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class PathsConfig:
-    output_root: str = "outputs"
-    sweep_root: str = "multirun"
-    teacher_cache: str = "cache/teachers"
+    output_root: str
+    sweep_root: str
+    teacher_cache: str
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a run depends on (the Hydra config minus Hydra's own settings)."""
+    """Everything a run depends on (the Hydra config minus Hydra's own settings). Every default is in the
+    YAML (configs/), none here: a key the composed config lacks is an error."""
 
     data: DataConfig = role(FILES)
     dataset: DatasetConfig = role(RESULT)
@@ -160,13 +160,13 @@ class RunConfig:
     loss: LossConfig = role(RESULT, teacher=False)  # the chosen method's own config class (ltkd.distillers.METHODS)
     trainer: TrainerConfig = role(RESULT)
     logger: LoggerConfig = role(FILES)
-    paths: PathsConfig = role(FILES, default_factory=PathsConfig)
-    seed: int = role(RESULT, 0)
-    deterministic: bool = role(RESULT, False)
-    debug: bool = role(FILES, False)
-    resume: bool = role(FILES, True)
-    sweep_name: str = role(FILES, "")
-    experiment: str | None = role(FILES, None, in_dir_name=True)
+    paths: PathsConfig = role(FILES)
+    seed: int = role(RESULT)
+    deterministic: bool = role(RESULT)
+    debug: bool = role(FILES)
+    resume: bool = role(FILES)
+    sweep_name: str = role(FILES)
+    experiment: str | None = role(FILES, in_dir_name=True)
 
     def stage_lr(self, arch: str, explicit: float | None) -> float:
         """The learning rate for training `arch`: explicit, else the recipe's light or default lr."""
@@ -214,10 +214,8 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     values = {}
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
-        if f.name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{key}: missing required value")
-            continue
+        if f.name not in raw:  # the YAML holds every default (configs/); the dataclasses hold none
+            raise ConfigError(f"{key}: missing required value")
         values[f.name] = _coerce(hints[f.name], raw[f.name], key)
     return cls(**values)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from ltkd.config import (
     run_identity,
     unknown_key_message,
 )
+from ltkd.distillers import METHODS
 from ltkd.errors import ConfigError
 from ltkd.models import model_name
 from ltkd.recipes import CONFIG_DIR, recipe_epochs
@@ -234,3 +236,28 @@ def test_run_identity_is_the_config_minus_where_files_go_logging_and_speed_knobs
     # an excluded name excludes that key and what is below it, never a key that merely starts the same way
     raw = {"trainer": {"device": "cpu", "devices": 2, "lr": 0.1}, "data": {"root": "x"}, "database": 1}
     assert run_identity(raw) == {"trainer.devices": 2, "trainer.lr": 0.1, "database": 1}
+
+
+def _config_classes(cls: type = RunConfig) -> list[type]:
+    hints = typing.get_type_hints(cls)
+    nested = [t for t in hints.values() if dataclasses.is_dataclass(t) and t is not LossConfig]
+    return [cls, *(c for t in nested for c in _config_classes(t))]
+
+
+@pytest.mark.parametrize("logger", ["none", "wandb"])
+def test_defaults_live_in_the_yaml_alone(logger: str, tmp_path: Path):
+    """configs/ holds every default; the typed config holds none (as the loss configs: ltkd.distillers)."""
+    classes = [*_config_classes(), *(method.config for method in METHODS.values())]
+    assert len(classes) >= 9 + len(METHODS)
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            assert f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING, (cls, f.name)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        composed = compose("train", overrides=[f"data.root={tmp_path}", f"logger={logger}"])
+    raw = OmegaConf.to_container(composed, resolve=True)
+    assert _keys(load_config(raw).to_dict()) == _keys(raw)  # the YAML gives every key, nothing is added to it
+
+
+def _keys(tree: dict, prefix: str = "") -> set[str]:
+    return {k for key, value in tree.items()
+            for k in (_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}"})}

@@ -61,7 +61,7 @@ def test_a_new_speed_knob_stated_once_is_left_out_of_all_four_views(fake_cifar_r
                                                                      monkeypatch):
     @dataclasses.dataclass(frozen=True)
     class TrainerWithKnob(config.TrainerConfig):
-        prefetch: int = config.role(SPEED, 2)  # the one place it is stated
+        prefetch: int = config.role(SPEED)  # the one place it is stated (its default would be in the YAML)
 
     monkeypatch.setattr(config, "TrainerConfig", TrainerWithKnob)  # what RunConfig's `trainer: TrainerConfig` reads
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
