@@ -7,9 +7,11 @@ range; each problem raises `ConfigError` with one line naming the field, the val
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,23 +31,41 @@ from ltkd.recipes import recipe_epochs, trainer_preset_values, trainer_presets
 
 __all__ = ["LossConfig", "RunConfig", "load_config", "run_identity", "unknown_key_message"]
 
+# --- roles: what each key does to a run, stated once on its field ----------------------------------
+# Every derived view follows from these: the run's identity (`run_identity`), the run directory's name
+# (`run_dir_exclude_keys`), the teacher cache key (`teacher_stage_identity`) and the table's rows
+# (`ltkd.results`). A field without a role of its own has its section's (the field of RunConfig above it).
+RESULT = "result"  # changes a run's numbers: part of its identity
+SPEED = "speed"    # speed or placement only: the same numbers
+FILES = "files"    # where files go, how progress is logged, how the run is named or resumed
+ROLES = (RESULT, SPEED, FILES)
+
+
+def role(kind: str, *, teacher: bool | None = None, in_dir_name: bool = False) -> Any:
+    """A dataclass field with its role (`RESULT`, `SPEED`, `FILES`). `teacher=False`: not read by the
+    teacher's stage (so not in its cache key); None: as its section. `in_dir_name`: a FILES key that still
+    names the run directory (the experiment preset, whose values the overrides do not spell)."""
+    assert kind in ROLES, kind
+    metadata = {"role": kind, "teacher": teacher, "in_dir_name": in_dir_name}
+    return field(metadata=metadata)
+
 
 @dataclass(frozen=True)
 class DataConfig:
     root: str
-    download: bool = True
+    download: bool
 
 
 @dataclass(frozen=True)
 class DatasetConfig:
     name: str  # a key of ltkd.data.DATASETS
     imbalance_factor: float
-    seed: int = 0
-    n_max: int | None = None
-    group_fractions: tuple[float, ...] = (0.33, 0.34, 0.33)
-    split_file: str | None = None
-    test_split_file: str | None = None
-    max_test_per_class: int | None = None
+    seed: int
+    n_max: int | None
+    group_fractions: tuple[float, ...]
+    split_file: str | None
+    test_split_file: str | None
+    max_test_per_class: int | None
 
     @property
     def num_classes(self) -> int:
@@ -67,8 +87,8 @@ class TeacherConfig:
     arch: str
     objective: TeacherObjective  # the teacher's training loss: ce, logit_adjusted (τ = tau), balanced_softmax
     tau: float  # objective=logit_adjusted: its τ (Menon et al. 2021)
-    checkpoint: str | None = None
-    lr: float | None = None
+    checkpoint: str | None
+    lr: float | None
 
     @property
     def logit_adjust_tau(self) -> float:
@@ -80,8 +100,8 @@ class TeacherConfig:
 @dataclass(frozen=True)
 class StudentConfig:
     arch: str
-    lr: float | None = None
-    recipe: str | None = None  # a trainer preset whose optimizer and schedule the student trains with
+    lr: float | None
+    recipe: str | None  # a trainer preset whose optimizer and schedule the student trains with
 
 
 Optimizer = Literal["sgd", "adamw"]
@@ -99,59 +119,61 @@ class TrainerConfig:
     weight_decay: float
     lr_milestones: tuple[int, ...]
     lr_decay: float
-    optimizer: Optimizer = "sgd"  # sgd (momentum), adamw (betas (momentum, 0.999), decoupled weight decay)
-    lr_schedule: LrSchedule = "step"  # step: x lr_decay at lr_milestones; cosine: to 0 after the warm-up
-    warmup_epochs: int = 0  # lr_schedule=cosine: linear warm-up epochs before the cosine decay
-    max_steps_per_epoch: int | None = None
-    eval_batch_size: int = 500
-    eval_every: int = 1
-    checkpoint_every: int = 1
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    channels_last: Literal["auto", True, False] = "auto"
-    compile: bool = False
-    loader: Literal["auto", "device", "dataloader"] = "auto"
-    num_workers: int = 4
-    sync_bn: bool = False
-    share_teacher: bool = True  # students of one teacher share its stored logits (ltkd.teacher_outputs)
-    time_limit: str | float | None = None  # wall-clock budget from the launch ("8m", "1h30m", seconds)
+    optimizer: Optimizer  # sgd (momentum), adamw (betas (momentum, 0.999), decoupled weight decay)
+    lr_schedule: LrSchedule  # step: x lr_decay at lr_milestones; cosine: to 0 after the warm-up
+    warmup_epochs: int  # lr_schedule=cosine: linear warm-up epochs before the cosine decay
+    max_steps_per_epoch: int | None
+    eval_batch_size: int = role(SPEED)
+    eval_every: int
+    checkpoint_every: int = role(SPEED)
+    device: str = role(SPEED)
+    precision: Literal["auto", "fp32", "bf16"]
+    channels_last: Literal["auto", True, False]
+    compile: bool = role(SPEED)
+    loader: Literal["auto", "device", "dataloader"]
+    num_workers: int = role(SPEED)
+    sync_bn: bool
+    share_teacher: bool = role(SPEED)  # students of one teacher share its stored logits (ltkd.teacher_outputs)
+    time_limit: str | float | None = role(SPEED)  # wall-clock budget from the launch ("8m", "1h30m", seconds)
 
 
 @dataclass(frozen=True)
 class LoggerConfig:
     name: Literal["wandb", "none"]
-    project: str = "ltkd"
-    entity: str | None = None
-    mode: Literal["auto", "online", "offline"] = "auto"
-    tags: tuple[str, ...] = ()
+    project: str
+    entity: str | None
+    mode: Literal["auto", "online", "offline"]
+    tags: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class PathsConfig:
-    output_root: str = "outputs"
-    sweep_root: str = "multirun"
-    teacher_cache: str = "cache/teachers"
+    output_root: str
+    sweep_root: str
+    teacher_cache: str
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a run depends on (the Hydra config minus Hydra's own settings)."""
+    """Everything a run depends on (the Hydra config minus Hydra's own settings). Every default is in the
+    YAML (configs/), none here: a key the composed config lacks is an error."""
 
-    data: DataConfig
-    dataset: DatasetConfig
-    pair: PairConfig
-    teacher: TeacherConfig
-    student: StudentConfig
-    loss: LossConfig  # the chosen method's own config class (ltkd.distillers.METHODS)
-    trainer: TrainerConfig
-    logger: LoggerConfig
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    seed: int = 0
-    deterministic: bool = False
-    debug: bool = False
-    resume: bool = True
-    sweep_name: str = ""
-    experiment: str | None = None
+    data: DataConfig = role(FILES)
+    dataset: DatasetConfig = role(RESULT)
+    # the pair's names and DKD beta reach the stages as teacher.arch, student.arch and loss.*
+    pair: PairConfig = role(RESULT, teacher=False)
+    teacher: TeacherConfig = role(RESULT)
+    student: StudentConfig = role(RESULT, teacher=False)
+    loss: LossConfig = role(RESULT, teacher=False)  # the chosen method's own config class (ltkd.distillers.METHODS)
+    trainer: TrainerConfig = role(RESULT)
+    logger: LoggerConfig = role(FILES)
+    paths: PathsConfig = role(FILES)
+    seed: int = role(RESULT)
+    deterministic: bool = role(RESULT)
+    debug: bool = role(FILES)
+    resume: bool = role(FILES)
+    sweep_name: str = role(FILES)
+    experiment: str | None = role(FILES, in_dir_name=True)
 
     def stage_lr(self, arch: str, explicit: float | None, trainer: TrainerConfig | None = None) -> float:
         """The learning rate for training `arch`: explicit, else the recipe's light or default lr (the recipe:
@@ -208,10 +230,8 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     values = {}
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
-        if f.name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{key}: missing required value")
-            continue
+        if f.name not in raw:  # the YAML holds every default (configs/); the dataclasses hold none
+            raise ConfigError(f"{key}: missing required value")
         values[f.name] = _coerce(hints[f.name], raw[f.name], key)
     return cls(**values)
 
@@ -313,19 +333,60 @@ def unknown_key_message(full_key: str, loss_name: str | None = None) -> str:
 
 
 MAX_SEED = 2**32 - 1  # numpy's limit; torch takes the stage seeds derived from it (seed * 1009 + 1)
-NOT_IDENTITY = ("data", "logger", "paths", "debug", "resume", "sweep_name", "experiment", "trainer.device",
-                "trainer.compile", "trainer.num_workers", "trainer.eval_batch_size", "trainer.checkpoint_every",
-                "trainer.time_limit", "trainer.share_teacher")
+DIR_NAME_KEYS = ("dataset", "dataset.imbalance_factor", "pair", "teacher.arch", "student.arch", "loss", "seed")
+# ^ spelled out by the run directory's name itself (configs/hydra/default.yaml: ${run_dir:...}), so never again
+#   among its overrides
+
+
+def key_role(key: str) -> tuple[str, bool]:
+    """(role, read by the teacher's stage) of a dotted config key, from the fields' `role` metadata: a key's
+    own, else that of the nearest section above it that has one. A key the config no longer has (a stored
+    config.yaml of an older version) takes its section's; an unknown top-level key is RESULT (it counts)."""
+    kind, teacher = RESULT, True
+    cls: Any = RunConfig
+    parts = key.split(".")
+    for depth, part in enumerate(parts, 1):
+        fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        if part not in fields:
+            break
+        meta = fields[part].metadata
+        kind = meta.get("role", kind)
+        teacher = teacher if meta.get("teacher") is None else meta["teacher"]
+        if depth == len(parts):
+            break
+        cls = _field_type(cls, fields[part])
+        if cls is LossConfig:  # the method's own keys: all the section's role
+            break
+    return kind, teacher
+
+
+def _field_type(cls: type, f: dataclasses.Field) -> Any:
+    """The type of one field (`typing.get_type_hints` evaluates all of a class's, too slow per key)."""
+    if not isinstance(f.type, str):
+        return f.type
+    owner = next(k for k in cls.__mro__ if f.name in inspect.get_annotations(k))
+    return eval(f.type, vars(sys.modules[owner.__module__]))  # an annotation, in the module that wrote it
+
+
+def field_keys(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
+    """Every dotted key of the typed config's fields, sections first, with its field (loss.*: the section)."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        keys.append((f"{prefix}{f.name}", f))
+        tp = _field_type(cls, f)
+        if dataclasses.is_dataclass(tp) and tp is not LossConfig:
+            keys.extend(field_keys(tp, f"{prefix}{f.name}."))
+    return keys
 
 
 def run_identity(config: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a config (`RunConfig.to_dict()` or its stored copy) that change a run's results,
-    flattened to dotted keys: everything but where files are, how progress is logged, and the speed knobs
-    (NOT_IDENTITY). A run directory belongs to one identity. A teacher trained with plain CE adds no
+    """The fields of a config (`RunConfig.to_dict()` or its stored copy) that change a run's results
+    (role RESULT), flattened to dotted keys: not where files are, how progress is logged, nor the speed
+    knobs. A run directory belongs to one identity. A teacher trained with plain CE adds no
     `teacher.objective` / `teacher.tau` (τ does not act then), so run directories stored before the teacher
     objective existed keep their identity."""
     flat = _flatten(json.loads(json.dumps(config)))
-    identity = {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_IDENTITY)}
+    identity = {k: v for k, v in flat.items() if key_role(k)[0] == RESULT}
     if identity.get("teacher.objective", "ce") == "ce":
         identity.pop("teacher.objective", None)
         identity.pop("teacher.tau", None)
@@ -338,6 +399,33 @@ def run_identity(config: dict[str, Any]) -> dict[str, Any]:
 # Fields added after runs were stored, at the value that reproduces those runs: absent from the identity there.
 ADDED_WITH_DEFAULT = {"trainer.optimizer": "sgd", "trainer.lr_schedule": "step", "trainer.warmup_epochs": 0,
                       "student.recipe": None}
+
+
+STAGE_LR_KEYS = ("trainer.lr", "trainer.light_lr", "trainer.light_archs", "teacher.lr")  # give `stage_lr`
+
+
+def teacher_stage_identity(run: RunConfig) -> dict[str, Any]:
+    """The identity of the run's teacher stage: the RESULT keys that stage reads (the dataset and its test
+    subset, the teacher, the recipe, the seed, the loader, deterministic, ...), nothing the student alone
+    reads. The learning-rate keys enter as the one rate they give the teacher (`RunConfig.stage_lr`), the
+    objective as its τ (`TeacherConfig.logit_adjust_tau`: balanced softmax is the logit-adjusted loss at
+    τ = 1, one teacher), and plain CE as neither."""
+    identity = run_identity(run.to_dict())
+    stage = {k: v for k, v in identity.items() if key_role(k)[1] and k not in STAGE_LR_KEYS}
+    stage["teacher.lr"] = run.stage_lr(run.teacher.arch, run.teacher.lr)
+    stage.pop("teacher.objective", None)
+    stage.pop("teacher.tau", None)
+    if run.teacher.logit_adjust_tau:
+        stage["teacher.logit_adjust_tau"] = run.teacher.logit_adjust_tau
+    return dict(sorted(stage.items()))
+
+
+def run_dir_exclude_keys() -> list[str]:
+    """The override keys left out of the run directory's name (Hydra's `override_dirname.exclude_keys`, via
+    the `run_dir_exclude_keys` resolver): those the name spells itself (`DIR_NAME_KEYS`) and every key, or
+    section, that does not change results, but `in_dir_name` ones."""
+    quiet = [key for key, f in field_keys() if key_role(key)[0] != RESULT and not f.metadata.get("in_dir_name")]
+    return list(dict.fromkeys([*DIR_NAME_KEYS, *quiet]))
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ltkd.config import RESULT, key_role
 from ltkd.distillers import METHODS
 from ltkd.recipes import recipe_epochs
 from ltkd.reporting import COLUMNS, pyplot
@@ -113,9 +114,10 @@ def skipped_note(skipped: Sequence[tuple[Path, str]]) -> str:
     return "\n".join(["Skipped (not in the table):", *(f"- `{path}`: {reason}" for path, reason in skipped)])
 
 
-# config keys that never tell runs apart (where they ran, how they were logged) or are averaged over (seed)
-IGNORED_KEYS = ("seed", "sweep_name", "experiment", "debug", "resume", "paths.", "logger.", "data.",
-                "trainer.device", "trainer.num_workers", "trainer.compile", "trainer.loader")
+def _tells_apart(key: str) -> bool:
+    """Whether runs that differ at a config key are different settings: it changes results (role RESULT,
+    `ltkd.config.key_role`) and is not the seed, which the rows average over."""
+    return key != "seed" and key_role(key)[0] == RESULT
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -130,8 +132,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 
 def _differing(runs: list[dict]) -> list[dict[str, object]]:
     """For runs of one setting: each run's config values at the keys in which the runs differ."""
-    flats = [{k: v for k, v in _flatten(m.get("config", {})).items() if not k.startswith(IGNORED_KEYS)}
-             for m in runs]
+    flats = [{k: v for k, v in _flatten(m.get("config", {})).items() if _tells_apart(k)} for m in runs]
     # a loss key some runs lack was stored by runs made before each loss had its own keys: it never mattered
     keys = sorted({k for f in flats for k in f if len({repr(g.get(k)) for g in flats}) > 1
                    and not (k.startswith("loss.") and any(k not in g for g in flats))})
@@ -148,9 +149,10 @@ def _variants(runs: list[dict]) -> list[str]:
 
 
 def _teacher_variants(runs: list[dict]) -> list[str]:
-    """For all runs of one setting: a label of the teacher's own settings (`teacher.*`) in which they differ,
-    so that two different teachers (e.g. `teacher.objective`) are two rows, not one row of two "seeds"."""
-    return [_label({k: v for k, v in d.items() if k.startswith("teacher.")}) for d in _differing(runs)]
+    """For all runs of one setting: a label of the settings of the teacher's stage (`key_role`: read by it) in
+    which they differ, so that two different teachers (e.g. `teacher.objective`, or a batch size) are two rows,
+    not one row of two "seeds"."""
+    return [_label({k: v for k, v in d.items() if key_role(k)[1]}) for d in _differing(runs)]
 
 
 def accuracies(which: str) -> Callable[[dict, str], dict[str, float] | None]:
@@ -181,7 +183,7 @@ def collect(paths: Iterable[Path], which: str = "final",
             scale = (m["epochs"], m.get("max_steps_per_epoch"))
             entries = [(loss, variant, read(m, "student"), m["student"].get("wall_time_s"))]
             teacher_label, teacher_values = teacher_variant[id(m)], read(m, "teacher")
-            teacher_id = (*base[:3], m["seed"], m["teacher"].get("source"), teacher_label)
+            teacher_id = (*base[:3], m["seed"], teacher_label)  # one teacher stage: counted once
             if teacher_id not in teachers_seen and teacher_values is not None:
                 teachers_seen.add(teacher_id)
                 entries.append(("teacher", teacher_label, teacher_values, m["teacher"].get("wall_time_s")))
@@ -251,7 +253,7 @@ def to_rows(cells: list[Cell], published: dict[tuple, dict[str, float]]) -> list
     for c in cells:
         paper = {} if c.variant else published.get((*c.key, c.method), {})
         row = {"dataset": c.dataset, "imbalance_factor": f"{c.imbalance_factor:g}", "teacher": c.teacher,
-               "student": c.student, "method": c.label, "seeds": str(len(c.seeds)),
+               "student": c.student, "method": c.label, "seeds": str(len(set(c.seeds))),
                "epochs": ",".join(f"{e}" + (f"x{s}steps" if s else "") for e, s in sorted(c.scales, key=str))}
         for col in COLUMNS:
             row[col] = fmt(c.mean(col), c.std(col))

@@ -33,14 +33,17 @@ def read_teacher_file(path: Path, arch: str, num_classes: int, key: dict | None 
 
 def obtain_teacher(ctx: RunContext, given: dict[str, Any] | None) -> tuple[nn.Module, dict[str, Any]]:
     """The teacher from teacher.checkpoint (`given`, already read), else from the cache, else trained now
-    and cached. A loaded teacher is evaluated on this run's test set; a trained one reports its last epoch."""
+    and cached. A loaded teacher is evaluated on this run's test set; a trained one reports its last epoch. Its
+    best and history are reported only when they were measured for this teacher stage (so on this test set:
+    the cache key holds the test subset); a given teacher trained otherwise reports its final as its best."""
     cfg = ctx.cfg
     teacher = ctx.new_model(cfg.teacher.arch, "teacher")
     trained = False
+    key = teacher_key(cfg, ctx.runtime.bf16)
     if given is not None:
         content, source = given, str(cfg.teacher.checkpoint)
     else:
-        cache = TeacherCache(cfg.paths.teacher_cache, teacher_key(cfg, ctx.runtime.bf16))
+        cache = TeacherCache(cfg.paths.teacher_cache, key)
         sweep_stale_temps(cache.root)  # entries and training states of jobs killed mid-write
         if broadcast_object(cache.path.exists(), ctx.dist):  # stored whole (atomic rename): no lock needed
             content = read_cached_teacher(ctx, cache)
@@ -58,9 +61,14 @@ def obtain_teacher(ctx: RunContext, given: dict[str, Any] | None) -> tuple[nn.Mo
         _load_weights(teacher, content["state_dict"], source)
     teacher.eval()
     final = content["final"] if trained else ctx.evaluator(teacher)().as_dict()
-    best = content.get("best") or final
-    report = {"final": final, "best": best, "best_epoch": content.get("best_epoch"),
-              "source": source, "wall_time_s": content.get("wall_time_s", 0.0), "history": content.get("history", [])}
+    if content.get("key") == key:  # trained for this teacher stage: its best and history are on this test set
+        best, best_epoch, history = content.get("best") or final, content.get("best_epoch"), content.get("history", [])
+        best_from = "its training, on this run's test set"
+    else:  # a given teacher trained for another configuration: only what was measured here
+        best, best_epoch, history = final, None, []
+        best_from = "this run's evaluation of it (it was trained for another configuration)"
+    report = {"final": final, "best": best, "best_epoch": best_epoch, "best_from": best_from,
+              "source": source, "wall_time_s": content.get("wall_time_s", 0.0), "history": history}
     return teacher, report
 
 

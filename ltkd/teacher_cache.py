@@ -18,39 +18,19 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from ltkd.config import RunConfig
+from ltkd.config import RunConfig, teacher_stage_identity
 
-TEACHER_FORMAT = "ltkd-teacher-v1"
+TEACHER_FORMAT = "ltkd-teacher-v2"  # v1 keys named a hand-picked subset of the recipe; v2 the stage's identity
 LOCK_POLL_S = 0.5
 
 
 def teacher_key(run: RunConfig, bf16: bool) -> dict[str, Any]:
-    """The fields that determine a pretrained teacher (not the device, the logger or the student). The
-    objective enters as its τ (`TeacherConfig.logit_adjust_tau`: balanced softmax and the logit-adjusted loss
-    at τ = 1 share a teacher) and only when it is not plain CE, so teachers cached before `teacher.objective`
-    existed keep their key and file name."""
-    ds, tr = run.dataset, run.trainer
-    key = {
-        "format": TEACHER_FORMAT,
-        "dataset": ds.name,
-        "imbalance_factor": ds.imbalance_factor,
-        "data_seed": ds.seed,
-        "n_max": ds.n_max,
-        "split_file": ds.split_file,
-        "arch": run.teacher.arch,
-        "recipe": {
-            "epochs": tr.epochs, "batch_size": tr.batch_size, "lr": run.stage_lr(run.teacher.arch, run.teacher.lr),
-            "momentum": tr.momentum, "weight_decay": tr.weight_decay, "lr_milestones": list(tr.lr_milestones),
-            "lr_decay": tr.lr_decay, "max_steps_per_epoch": tr.max_steps_per_epoch, "bf16": bf16,
-        },
-        "seed": run.seed,
-    }
-    if tr.optimizer != "sgd" or tr.lr_schedule != "step":  # absent from keys cached before they existed
-        key["recipe"] |= {"optimizer": tr.optimizer, "lr_schedule": tr.lr_schedule,
-                          "warmup_epochs": tr.warmup_epochs}
-    if run.teacher.logit_adjust_tau:
-        key["logit_adjust_tau"] = run.teacher.logit_adjust_tau
-    return key
+    """What determines a pretrained teacher and the figures reported for it: the identity of the run's
+    teacher stage (`config.teacher_stage_identity`: every key with role RESULT that the stage reads, nothing
+    the student alone reads), and whether it trained under bf16 autocast (`trainer.precision=auto` resolved
+    on this device). The dataset, γ, architecture and seed are repeated at the top to name the file."""
+    return {"format": TEACHER_FORMAT, "dataset": run.dataset.name, "imbalance_factor": run.dataset.imbalance_factor,
+            "arch": run.teacher.arch, "seed": run.seed, "bf16": bf16, "stage": teacher_stage_identity(run)}
 
 
 def key_digest(key: dict[str, Any]) -> str:

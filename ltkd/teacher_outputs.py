@@ -31,10 +31,9 @@ from ltkd.distillers import Distiller
 from ltkd.engine import Stage, StopSignal
 from ltkd.errors import CheckpointError, OutputError
 from ltkd.runtime import Runtime
-from ltkd.teacher_cache import file_lock, key_digest, teacher_key
+from ltkd.teacher_cache import file_lock, key_digest
 
 STORE_FORMAT = "ltkd-teacher-outputs-v1"
-DATA_FIELDS = ("dataset", "imbalance_factor", "data_seed", "n_max", "split_file")  # of the teacher cache key
 
 
 class _GiveUp(Exception):
@@ -54,9 +53,10 @@ def weights_digest(model: nn.Module) -> str:
 def outputs_key(ctx: Any, teacher: nn.Module) -> dict[str, Any]:
     """What determines the teacher's logits on a student epoch's batches (`ctx`: the pipeline's RunContext)."""
     cfg, runtime, tr = ctx.cfg, ctx.runtime, ctx.cfg.trainer
-    data_key = teacher_key(cfg, runtime.bf16)
+    ds = cfg.dataset
     return {"format": STORE_FORMAT, "teacher": weights_digest(teacher), "teacher_arch": cfg.teacher.arch,
-            **{k: data_key[k] for k in DATA_FIELDS}, "train_images": len(ctx.data.train),
+            "dataset": ds.name, "imbalance_factor": ds.imbalance_factor, "data_seed": ds.seed, "n_max": ds.n_max,
+            "split_file": ds.split_file, "train_images": len(ctx.data.train),
             "stage_seed": ctx.stage_seed("student"), "batch_size": tr.batch_size,
             "max_steps_per_epoch": tr.max_steps_per_epoch, "crop_padding": DATASETS[cfg.dataset.name].crop_padding or 0,
             "bf16": runtime.bf16, "channels_last": runtime.channels_last, "device": runtime.device.type,

@@ -58,7 +58,7 @@ def export_teacher(cache: TeacherCache, out: Path) -> list[Path]:
     """Write the cache entry of `cache` as a returned teacher: `out`, or `out.000`, `out.001`, ... when it is
     larger than PART_BYTES. Returns the files written."""
     entry = load_checkpoint(cache.path, trusted=False)
-    state, bf16_names = compact_state(entry["state_dict"], bool(cache.key["recipe"]["bf16"]))
+    state, bf16_names = compact_state(entry["state_dict"], bool(cache.key["bf16"]))
     buffer = io.BytesIO()
     write_checkpoint(buffer, {"format": RETURNED_FORMAT, "entry": {**entry, "state_dict": state},
                               "bf16": bf16_names})

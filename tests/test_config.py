@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -11,14 +12,16 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from ltkd.config import (
-    NOT_IDENTITY,
+    RESULT,
     LossConfig,
     RunConfig,
     TrainerConfig,
+    key_role,
     load_config,
     run_identity,
     unknown_key_message,
 )
+from ltkd.distillers import METHODS
 from ltkd.errors import ConfigError
 from ltkd.models import model_name
 from ltkd.recipes import CONFIG_DIR, recipe_epochs
@@ -246,8 +249,10 @@ def test_run_identity_is_the_config_minus_where_files_go_logging_and_speed_knobs
     assert identity["loss.alpha"] == 1.0 and identity["loss.rebalance"] == "batch" and identity["seed"] == 0
     assert identity["trainer.lr_milestones"] == [150, 180, 210] and identity["trainer.eval_every"] == 1
     assert "deterministic" in identity and "dataset.imbalance_factor" in identity
-    for excluded in NOT_IDENTITY:
-        assert not any(k == excluded or k.startswith(excluded + ".") for k in identity), excluded
+    for excluded in ("data.root", "logger.name", "paths.output_root", "debug", "resume", "sweep_name", "experiment",
+                     "trainer.device", "trainer.compile", "trainer.num_workers", "trainer.eval_batch_size",
+                     "trainer.checkpoint_every", "trainer.time_limit", "trainer.share_teacher"):
+        assert excluded not in identity and key_role(excluded)[0] != RESULT, excluded
     stored = OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(cfg.to_dict())))  # as config.yaml holds it
     assert run_identity(stored) == identity
     # an excluded name excludes that key and what is below it, never a key that merely starts the same way
@@ -275,3 +280,28 @@ def test_an_experiment_s_loss_values_that_skip_the_chosen_loss_are_a_warning(tmp
     overrides = ["experiment=table_imagenet_lt", "loss=bkd"]
     assert train.execute(compose_default(tmp_path, *overrides), tmp_path, "", overrides) == (0, "")
     assert capsys.readouterr().err.startswith("warning: experiment=table_imagenet_lt sets loss.temperature")
+
+
+def _config_classes(cls: type = RunConfig) -> list[type]:
+    hints = typing.get_type_hints(cls)
+    nested = [t for t in hints.values() if dataclasses.is_dataclass(t) and t is not LossConfig]
+    return [cls, *(c for t in nested for c in _config_classes(t))]
+
+
+@pytest.mark.parametrize("logger", ["none", "wandb"])
+def test_defaults_live_in_the_yaml_alone(logger: str, tmp_path: Path):
+    """configs/ holds every default; the typed config holds none (as the loss configs: ltkd.distillers)."""
+    classes = [*_config_classes(), *(method.config for method in METHODS.values())]
+    assert len(classes) >= 9 + len(METHODS)
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            assert f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING, (cls, f.name)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        composed = compose("train", overrides=[f"data.root={tmp_path}", f"logger={logger}"])
+    raw = OmegaConf.to_container(composed, resolve=True)
+    assert _keys(load_config(raw).to_dict()) == _keys(raw)  # the YAML gives every key, nothing is added to it
+
+
+def _keys(tree: dict, prefix: str = "") -> set[str]:
+    return {k for key, value in tree.items()
+            for k in (_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}"})}

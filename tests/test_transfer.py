@@ -17,7 +17,7 @@ from ltkd.teacher_cache import TeacherCache
 
 def _key(bf16: bool, seed: int = 0) -> dict:
     return {"format": "test", "dataset": "cifar100_lt", "imbalance_factor": 100, "arch": "resnet8", "seed": seed,
-            "recipe": {"bf16": bf16}}
+            "bf16": bf16}
 
 
 def _cache_with_teacher(root: Path, bf16: bool) -> TeacherCache:
