@@ -38,11 +38,11 @@ lint: $(STAMP)  ## ruff
 format: $(STAMP)  ## ruff format + import sorting
 	$(VENV)/bin/ruff check --fix ltkd scripts tests
 
-test: lint  ## ruff, then the test suite without the slow tests (tiny fake data; CPU; a few minutes)
-	$(PY) -m pytest -q -m 'not slow' $(PYTEST_ARGS)
+test: lint  ## ruff, then the test suite without the slow tests (tiny fake data; CPU; one worker per core)
+	$(PY) -m pytest -q -n auto -m 'not slow' $(PYTEST_ARGS)
 
 test-all: lint  ## ruff, then every test, the slow ones included
-	$(PY) -m pytest -q -m '' $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n auto -m '' $(PYTEST_ARGS)
 
 mutation: $(STAMP)  ## mutation testing (mutmut; settings in pyproject.toml) of the losses, distillers and config checks; writes docs/quality/
 	$(PY) -m pip install --quiet '$(MUTMUT)'

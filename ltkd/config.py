@@ -428,6 +428,11 @@ def run_dir_exclude_keys() -> list[str]:
     return list(dict.fromkeys([*DIR_NAME_KEYS, *quiet]))
 
 
+# configs/hydra/default.yaml leaves these keys out of the run directory's name; Hydra resolves it where the
+# run's config is loaded (ltkd.train), so the resolver is registered with the function
+OmegaConf.register_new_resolver("run_dir_exclude_keys", run_dir_exclude_keys, replace=True)
+
+
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in tree.items():

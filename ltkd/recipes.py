@@ -57,13 +57,3 @@ def experiment_loss_values(experiment: str, losses: list[str]) -> dict[str, dict
             found[loss] = {k: v for k, v in values.items() if k != "defaults"}
     return found
 
-
-def _run_dir_exclude_keys() -> list[str]:
-    from ltkd.config import run_dir_exclude_keys  # on use only: ltkd.config imports this module
-
-    return run_dir_exclude_keys()
-
-
-# configs/hydra/default.yaml leaves the keys that do not change results out of the run directory's name; every
-# way of composing the configs (the CLI, the tests, ltkd.transfer) reads CONFIG_DIR from here
-OmegaConf.register_new_resolver("run_dir_exclude_keys", _run_dir_exclude_keys, replace=True)

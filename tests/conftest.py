@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -13,6 +15,10 @@ from ltkd.recipes import CONFIG_DIR
 from tests.fakedata import write_fake_cifar100
 from tests.helpers import toy_overrides
 from tests.offline import build_wheelhouse, torch_image_python
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one thread each, so they
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # and the commands they start do not oversubscribe the cores
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

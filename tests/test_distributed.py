@@ -28,6 +28,7 @@ def summary(run_dir: Path) -> dict:
             for who in ("teacher", "student")}
 
 
+@pytest.mark.slow  # two whole toy runs under torchrun-like spawning (~35 s); the rank reductions are fast below
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(fake_cifar_root: Path, tmp_path: Path):
     common = ["loss=ltkd", "loss.warmup_epochs=0", "trainer.sync_bn=true", "deterministic=true",
               "trainer.batch_size=16"]

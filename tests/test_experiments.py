@@ -228,6 +228,7 @@ def sweep_metrics(sweep: Path) -> dict[str, dict]:
     return {m["loss"]: {who: m[who]["final"] for who in ("teacher", "student")} for m in found}
 
 
+@pytest.mark.slow  # two sweeps (~50 s); test_concurrent_runs_train_one_shared_teacher stays fast
 def test_parallel_multirun_trains_the_teacher_once_and_matches_the_sequential_one(fake_cifar_root: Path,
                                                                                   tmp_path: Path):
     sequential = toy_multirun(fake_cifar_root, tmp_path, "sequential")

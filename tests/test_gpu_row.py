@@ -46,6 +46,7 @@ def finals(out: Path) -> dict[str, tuple]:
     return {m["loss"]: (m["teacher"]["final"], m["student"]["final"], m["commit"]) for m in metrics}
 
 
+@pytest.mark.slow  # three passes of the row at smoke size: ~3.5 min on 2 cores
 def test_gpu_row_returns_its_progress_and_resumes_from_the_returned_teacher_on_a_fresh_node(
         wheelhouse: Path, torch_image: Path, fake_cifar_root: Path, tmp_path: Path, bare_path: str):
     first = gpu_row(fake_cifar_root, wheelhouse, tmp_path / "out1", torch_image, tmp_path / "state1", bare_path)

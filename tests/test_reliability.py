@@ -175,7 +175,7 @@ def test_a_run_sweeps_the_temps_of_writers_killed_before_it(compose_toy, tmp_pat
            *plant_temps(run / "checkpoints", "student.ckpt", age_s=STALE_TEMP_AGE_S + 1),
            *plant_temps(cache, "cifar100_lt-g10-resnet8-seed0-0123456789abcdef.pt", age_s=STALE_TEMP_AGE_S + 1)]
     fresh = plant_temps(cache, "another-jobs-teacher.pt", age_s=1)
-    with pytest.raises(DataError):  # the run directory is swept before anything else
+    with pytest.raises(DataError, match="cifar-100-python"):  # the run directory is swept before anything else
         pipeline.run(cfg, run)
     assert not any(p.exists() for p in old[:3]) and all(p.exists() for p in old[3:])
 

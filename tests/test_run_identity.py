@@ -87,7 +87,7 @@ def test_a_failed_plot_is_made_again_by_the_next_run(compose_toy, tmp_path: Path
         raise OutputError(f"cannot write '{path}': No space left on device")
 
     monkeypatch.setattr(reporting, "atomic_write_bytes", full_disk)
-    with pytest.raises(OutputError):
+    with pytest.raises(OutputError, match="No space left on device"):
         pipeline.run(cfg, run_dir)
     monkeypatch.undo()
     first = pipeline.run(cfg, run_dir)

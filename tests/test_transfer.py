@@ -71,6 +71,6 @@ def test_a_returned_teacher_of_another_configuration_or_damaged_is_refused(tmp_p
     with pytest.raises(CheckpointError, match="trained for another configuration"):
         transfer.import_teacher(tmp_path / "teacher.pt", other)
     files[-1].unlink()  # a part that did not come back
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match=r"teacher\.pt"):
         transfer.import_teacher(tmp_path / "teacher.pt", TeacherCache(tmp_path / "third", cache.key))
     assert not other.path.exists()
