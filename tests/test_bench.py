@@ -35,7 +35,7 @@ def test_parallel_students_share_the_device_but_never_beat_the_longest_one():
 def test_bench_projects_the_row_on_the_cpu(fake_cifar_root: Path, tmp_path: Path):
     args = ["--device", "cpu", "--steps", "1", "--warmup", "0", "--eval-images", "20", "--workers", "0",
             "--parallel", "2", "--data-root", str(fake_cifar_root), "--out", str(tmp_path),
-            "dataset.n_max=12", "teacher.arch=resnet8", "student.arch=resnet8"]
+            "dataset.n_max=12", "dataset.imbalance_factor=10", "teacher.arch=resnet8", "student.arch=resnet8"]
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), *args], capture_output=True,
                           text=True, cwd=tmp_path, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-2000:]
