@@ -160,7 +160,7 @@ class RunConfig:
 
     data: DataConfig = role(FILES)
     dataset: DatasetConfig = role(RESULT)
-    # the pair's names and DKD beta reach the stages as teacher.arch, student.arch and loss.*
+    # the pair's names reach the stages as teacher.arch and student.arch
     pair: PairConfig = role(RESULT, teacher=False)
     teacher: TeacherConfig = role(RESULT)
     student: StudentConfig = role(RESULT, teacher=False)
@@ -393,12 +393,16 @@ def run_identity(config: dict[str, Any]) -> dict[str, Any]:
     for key, default in ADDED_WITH_DEFAULT.items():
         if identity.get(key, default) == default:
             identity.pop(key, None)
+    for key in REMOVED_KEYS:
+        identity.pop(key, None)
     return identity
 
 
 # Fields added after runs were stored, at the value that reproduces those runs: absent from the identity there.
 ADDED_WITH_DEFAULT = {"trainer.optimizer": "sgd", "trainer.lr_schedule": "step", "trainer.warmup_epochs": 0,
                       "student.recipe": None}
+# Fields removed since runs were stored, whose effect is now another key's: absent from every identity.
+REMOVED_KEYS = ("pair.dkd_beta",)  # DKD's β: now loss.beta (configs/loss_pair/)
 
 
 STAGE_LR_KEYS = ("trainer.lr", "trainer.light_lr", "trainer.light_archs", "teacher.lr")  # give `stage_lr`

@@ -114,10 +114,8 @@ def check_same_identity(cfg: RunConfig, run_dir: Path) -> None:
                           f"{run_dir_override(run_dir)} starts this run directory over") from None
     now = run_identity(cfg.to_dict())
     # before each method had its own loss config, every run stored every method's keys: those the run's
-    # method does not have never changed its results; `pair.dkd_beta` (now DKD's `loss.beta`, from
-    # configs/loss_pair/) acted only through loss.beta
-    before = {k: v for k, v in run_identity(stored).items()
-              if (k in now or not k.startswith("loss.")) and k != "pair.dkd_beta"}
+    # method does not have never changed its results
+    before = {k: v for k, v in run_identity(stored).items() if k in now or not k.startswith("loss.")}
     diffs = [f"{k} (stored {before.get(k, 'absent')}, now {now.get(k, 'absent')})"
              for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
     if diffs:
