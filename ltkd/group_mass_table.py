@@ -21,8 +21,10 @@ def read_group_mass(metrics: dict, who: str) -> dict[str, float] | None:
 
 
 def _settings(cell: Cell) -> list[str]:
-    """The "<split> T=<t>" measured for a cell, in the order stored."""
-    return list(dict.fromkeys(col.rsplit(" ", 1)[0] for col in cell.values))
+    """The "<split> T=<t>" measured for a cell: splits in the order stored, temperatures ascending."""
+    settings = list(dict.fromkeys(col.rsplit(" ", 1)[0] for col in cell.values))
+    splits = list(dict.fromkeys(s.split(" ")[0] for s in settings))
+    return sorted(settings, key=lambda s: (splits.index(s.split(" ")[0]), float(s.split("T=")[1])))
 
 
 def to_rows(cells: Sequence[Cell]) -> list[dict[str, str]]:

@@ -177,26 +177,36 @@ def collect(paths: Iterable[Path], which: str = "final",
     teacher_variant = {id(m): v for group in by_setting.values()
                        for m, v in zip(group, _teacher_variants(group), strict=True)}
     cells: dict[tuple, Cell] = {}
-    teachers_seen: set[tuple] = set()
+    teacher_columns: dict[tuple, set[str]] = {}  # per teacher stage, the columns already counted
+
+    def add(cell: Cell, values: dict[str, float], m: dict, wall: float | None) -> None:
+        for col, value in values.items():
+            cell.values[col].append(float(value))
+        cell.seeds.append(m["seed"])
+        cell.scales.add((m["epochs"], m.get("max_steps_per_epoch")))
+        if wall:
+            cell.wall_time_s.append(float(wall))
+
     for (*base, loss), group in by_method.items():
         for m, variant in zip(group, _variants(group), strict=True):
-            scale = (m["epochs"], m.get("max_steps_per_epoch"))
-            entries = [(loss, variant, read(m, "student"), m["student"].get("wall_time_s"))]
+            if (values := read(m, "student")) is not None:
+                add(cells.setdefault((*base, loss, variant), Cell(*base, loss, variant)), values, m,
+                    m["student"].get("wall_time_s"))
             teacher_label, teacher_values = teacher_variant[id(m)], read(m, "teacher")
-            teacher_id = (*base[:3], m["seed"], teacher_label)  # one teacher stage: counted once
-            if teacher_id not in teachers_seen and teacher_values is not None:
-                teachers_seen.add(teacher_id)
-                entries.append(("teacher", teacher_label, teacher_values, m["teacher"].get("wall_time_s")))
-            for method, label, values, wall in entries:
-                if values is None:
-                    continue
-                cell = cells.setdefault((*base, method, label), Cell(*base, method, label))
-                for col, value in values.items():
+            if teacher_values is None:
+                continue
+            # one teacher stage is counted once; a later student of it adds only columns the earlier ones lacked
+            # (its group mass at another temperature)
+            teacher_id = (*base[:3], m["seed"], teacher_label)
+            cell = cells.setdefault((*base, "teacher", teacher_label), Cell(*base, "teacher", teacher_label))
+            if teacher_id not in teacher_columns:
+                teacher_columns[teacher_id] = set(teacher_values)
+                add(cell, teacher_values, m, m["teacher"].get("wall_time_s"))
+                continue
+            for col, value in teacher_values.items():
+                if col not in teacher_columns[teacher_id]:
                     cell.values[col].append(float(value))
-                cell.seeds.append(m["seed"])
-                cell.scales.add(scale)
-                if wall:
-                    cell.wall_time_s.append(float(wall))
+                    teacher_columns[teacher_id].add(col)
     order = {name: i for i, name in enumerate(METHOD_ORDER)}
     return sorted(cells.values(), key=lambda c: (c.dataset, -c.imbalance_factor, c.teacher, c.student,
                                                  order.get(c.method, len(order)), c.method, c.variant))

@@ -180,3 +180,29 @@ def test_make_table_writes_the_group_mass_table_and_figure(tmp_path: Path):
     assert "| ltkd | 2 | train | 4 | 40.00 ± 0.00 |" in md
     assert (tmp_path / "out" / "t_group_mass.png").stat().st_size > 1000
     assert (tmp_path / "out" / "t_group_mass.csv").read_text().startswith("dataset,imbalance_factor")
+
+
+def test_the_teacher_row_has_its_mass_at_every_students_temperature(tmp_path: Path):
+    """One teacher, a T=2 student read first and a T=4 student: the teacher is listed at T=1, 2 and 4, each value
+    once (it was listed only at the first-read student's T)."""
+    def masses(t: str, head: float) -> dict:
+        return {"T=1": {"head": head, "medium": 20.0, "tail": 80.0 - head}, t: {"head": head - 10, "medium": 30.0,
+                                                                               "tail": 80.0 - head}}
+
+    for loss, t in (("a-bkd", "T=2"), ("kd", "T=4")):
+        run = tmp_path / "runs" / loss
+        run.mkdir(parents=True)
+        acc = {"overall": 40.0, "head": 50.0, "medium": 40.0, "tail": 30.0, "per_class": []}
+        (run / "metrics.json").write_text(json.dumps({
+            "dataset": "cifar100_lt", "imbalance_factor": 100, "teacher_arch": "resnet20", "student_arch": "resnet8",
+            "loss": loss, "seed": 0, "epochs": 20, "max_steps_per_epoch": None,
+            "teacher": {"final": acc, "source": "t0.pt"}, "student": {"final": acc},
+            "config": {"seed": 0, "loss": {"name": loss}},
+            "group_mass": {"definition": "d", "class_share": {"head": 33.0, "medium": 34.0, "tail": 33.0},
+                           "teacher": {"test": masses(t, 70.0)}, "student": {"test": masses(t, 50.0)}}}))
+    assert make_table.main([str(tmp_path / "runs"), "--name", "t", "--out", str(tmp_path / "out")]) == 0
+    teacher = [line for line in (tmp_path / "out" / "t_group_mass.md").read_text().splitlines()
+               if line.startswith("| 100 |") and "| teacher |" in line]
+    assert [line.split(" | ")[6] for line in teacher] == ["1", "2", "4"]
+    assert all(" | 1 | test | " in line for line in teacher)  # one seed: no value counted twice
+    assert [line.split(" | ")[7] for line in teacher] == ["70.00", "60.00", "60.00"]
