@@ -13,13 +13,15 @@ WHEEL_PLATFORM ?= manylinux2014_x86_64
 WHEEL_WITH ?=
 SMOKE_ARGS := trainer=smoke dataset.max_test_per_class=3
 SEEDS ?= 0 1 2
+IMBALANCES ?= 10 20
 CPU_SCALE := experiment=cpu_scale_cifar100_lt_g100 sweep_name=cpu_scale_cifar100_lt_g100
+CPU_SCALE_IMBALANCE := experiment=cpu_scale_cifar100_lt_g100 sweep_name=cpu_scale_cifar100_lt_imbalance
 PYTEST_ARGS ?=
 MUTMUT := mutmut==3.8.1
 MUTATION_CHILDREN ?= 1
 MUTATION_LABEL ?= mutation
 
-.PHONY: help install test test-all lint format mutation demo cpu-scale reproduce-table table wheelhouse bench clean
+.PHONY: help install test test-all lint format mutation demo cpu-scale cpu-scale-imbalance reproduce-table table wheelhouse bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -65,6 +67,12 @@ cpu-scale-seed-%: $(STAMP)
 	$(PY) -m ltkd.train -m $(CPU_SCALE)/seed$* seed=$* teacher.objective=logit_adjusted loss=kd,ltkd
 	$(PY) -m ltkd.train -m $(CPU_SCALE)/seed$* seed=$* loss=ltkd loss.reweight=false
 	$(PY) -m ltkd.train -m $(CPU_SCALE)/seed$* seed=$* loss=ltkd loss.rebalance=none
+
+cpu-scale-imbalance: cpu-scale-seed-0 $(addprefix cpu-scale-imbalance-g,$(IMBALANCES))  ## does the gain grow with imbalance? KD vs LTKD at γ=10 and 20 (IMBALANCES, seed 0) at cpu-scale's recipe, one table with cpu-scale's seed 0 (γ=100); in parallel with make -j3 (then OMP_NUM_THREADS=1)
+	$(PY) scripts/make_table.py multirun/cpu_scale_cifar100_lt_imbalance multirun/cpu_scale_cifar100_lt_g100/seed0 --name cpu_scale_cifar100_lt_imbalance --archive
+
+cpu-scale-imbalance-g%: $(STAMP)
+	$(PY) -m ltkd.train -m $(CPU_SCALE_IMBALANCE)/g$* seed=0 dataset.imbalance_factor=$* loss=kd,ltkd
 
 reproduce-table: $(STAMP)  ## run a paper table's sweep (TABLE=cifar100_lt|tinyimagenet_lt|imagenet_lt|ablation|cifar100_lt_g100_resnet32x4_resnet8x4) and tabulate it; JOBS=N runs N jobs at once (one device, teacher shared)
 	$(PY) -m ltkd.train -m experiment=table_$(TABLE) sweep_name=table_$(TABLE)_$(SCALE) $(if $(filter smoke,$(SCALE)),$(SMOKE_ARGS),) $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS),)

@@ -91,19 +91,20 @@ def _unreadable(path: Path) -> str | None:
     return f"lacks {', '.join(missing)}" if missing else None
 
 
-def scan_runs(root: Path) -> Scan:
-    """Every metrics.json under `root` that can be tabulated; the others, and every run folder (one with a
+def scan_runs(roots: Sequence[Path]) -> Scan:
+    """Every metrics.json under `roots` that can be tabulated; the others, and every run folder (one with a
     config.yaml, which a run writes first) that has no metrics.json, as skipped."""
     paths, skipped = [], []
-    for path in find_metrics(root):
-        reason = _unreadable(path)
-        if reason is None:
-            paths.append(path)
-        else:
-            skipped.append((path, reason))
-    skipped += [(config.parent, "no metrics.json (a run not finished, or half-written)")
-                for config in sorted(root.rglob("config.yaml"))
-                if config.parent.name != ".hydra" and not (config.parent / "metrics.json").exists()]
+    for root in roots:
+        for path in find_metrics(root):
+            reason = _unreadable(path)
+            if reason is None:
+                paths.append(path)
+            else:
+                skipped.append((path, reason))
+        skipped += [(config.parent, "no metrics.json (a run not finished, or half-written)")
+                    for config in sorted(root.rglob("config.yaml"))
+                    if config.parent.name != ".hydra" and not (config.parent / "metrics.json").exists()]
     return Scan(paths, sorted(skipped))
 
 

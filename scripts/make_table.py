@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""Collect every metrics.json under RUNS_DIR into results/<name>.md, .csv and .png.
+"""Collect every metrics.json under RUNS_DIR (one folder or several) into results/<name>.md, .csv and .png.
 
     python scripts/make_table.py multirun/table_cifar100_lt_full --name cifar100_lt --archive
     python scripts/make_table.py results/runs/cifar100_lt --name cifar100_lt   # the same table, again
     python scripts/make_table.py outputs/ --which best --name my_sweep
+    python scripts/make_table.py multirun/sweep_a multirun/sweep_b --name both --archive   # two sweeps, one table
 
 `--archive` first copies each run's metrics.json and config.yaml (a few KiB) to results/runs/<name>/ and
 tabulates those copies: commit them with the table and anyone can make it again, byte for byte (`make table`).
+Runs from several folders are archived under one sub-folder per folder, named as it is.
 """
 
 from __future__ import annotations
@@ -34,23 +36,41 @@ from ltkd.results import (
 RUN_FILES = ("metrics.json", "config.yaml")  # what a table needs of a run, and what says how it was made
 
 
-def archive(folders: list[Path], root: Path, dest: Path) -> None:
-    """Copy the `RUN_FILES` of each run folder in `folders` (found under `root`) to the same relative folder
-    under `dest`, which is replaced."""
-    if root.resolve() == dest.resolve():
+def archive(folders: list[Path], roots: list[Path], dest: Path) -> None:
+    """Copy the `RUN_FILES` of each run folder in `folders` (found under one of `roots`) to the same relative
+    folder under `dest` (several roots: under `dest/<root's name>/`), which is replaced."""
+    if len(roots) == 1 and roots[0].resolve() == dest.resolve():
         return  # tabulating the archive itself
     shutil.rmtree(dest, ignore_errors=True)
     for folder in folders:
-        target = dest / folder.resolve().relative_to(root.resolve())
+        root = next(r for r in roots if folder.resolve().is_relative_to(r.resolve()))
+        target = dest / (root.resolve().name if len(roots) > 1 else "") / folder.resolve().relative_to(root.resolve())
         target.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:
             if (folder / name).is_file():
                 shutil.copyfile(folder / name, target / name)
 
 
+def _check_roots(roots: list[Path], name: str | None, archive_to: Path | None) -> str | None:
+    """Why these folders cannot be tabulated (None: they can); `archive_to`: --archive's folder, or None."""
+    resolved = [r.resolve() for r in roots]
+    if any(a != b and a.is_relative_to(b) for a in resolved for b in resolved) or len(set(resolved)) < len(roots):
+        return "runs_dir: one folder is given twice or lies inside another: " + " ".join(map(str, roots))
+    if len(roots) > 1 and name is None:
+        return "several runs_dir need --name"
+    if archive_to is None:
+        return None
+    if len(roots) > 1 and len({r.name for r in resolved}) < len(roots):
+        return "--archive keeps each folder's runs under its name, and two share one: " + " ".join(map(str, roots))
+    if resolved != [archive_to.resolve()] and any(r.is_relative_to(archive_to.resolve()) for r in resolved):
+        return f"--archive replaces {archive_to}, which holds a runs_dir: tabulate it without --archive"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs_dir", type=Path, help="folder searched recursively for metrics.json")
+    parser.add_argument("runs_dirs", type=Path, nargs="+", metavar="runs_dir",
+                        help="folder searched recursively for metrics.json (several: one table of all)")
     parser.add_argument("--name", help="output name (default: the folder's name)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="output folder (default results/)")
     parser.add_argument("--which", choices=("final", "best"), default="final",
@@ -58,19 +78,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--archive", action="store_true",
                         help="copy each run's metrics.json and config.yaml to <out>/runs/<name>/ and tabulate those")
     args = parser.parse_args(argv)
-    scan = scan_runs(args.runs_dir)
+    name = args.name or args.runs_dirs[0].resolve().name
+    if error := _check_roots(args.runs_dirs, args.name, args.out / "runs" / name if args.archive else None):
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    scan = scan_runs(args.runs_dirs)
     paths = scan.paths
+    where = " ".join(str(d) for d in args.runs_dirs)
     if not paths:  # one line, naming what was found and why none of it can be tabulated
         found = "no readable run" if scan.skipped else "no metrics.json"
-        print(f"error: {found} under {args.runs_dir}" + "".join(f"; {path}: {reason}" for path, reason in scan.skipped),
+        print(f"error: {found} under {where}" + "".join(f"; {path}: {reason}" for path, reason in scan.skipped),
               file=sys.stderr)
         return 2
-    name = args.name or args.runs_dir.resolve().name
     if args.archive:  # the skipped runs too: the table made again from the archive names them as this one does
         folders = {p.parent for p in paths} | {p.parent if p.name == "metrics.json" else p for p, _ in scan.skipped}
-        archive(sorted(folders), args.runs_dir, args.out / "runs" / name)
-        args.runs_dir = args.out / "runs" / name
-        scan = scan_runs(args.runs_dir)
+        archive(sorted(folders), args.runs_dirs, args.out / "runs" / name)
+        args.runs_dirs = [args.out / "runs" / name]
+        where = str(args.runs_dirs[0])
+        scan = scan_runs(args.runs_dirs)
         paths = scan.paths
     for path, reason in scan.skipped:  # the rest is tabulated; the note under the table names these too
         print(f"skipped {path}: {reason}", file=sys.stderr)
@@ -83,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     reduced = is_reduced(cells)
     which = "" if args.which == "final" else f" --which {args.which}"
     header = (f"# {name}: {args.which}-epoch test accuracy (%)\n\n"
-              f"From {len(paths)} runs under `{args.runs_dir}`, tabulated by "
-              f"`python scripts/make_table.py {args.runs_dir} --name {name}{which}`. "
+              f"From {len(paths)} runs under `{where}`, tabulated by "
+              f"`python scripts/make_table.py {where} --name {name}{which}`. "
               "Each run's command, commit, device and date are in its metrics.json (`config`, `commit`, `device`, "
               "`date`). Paper columns: the published numbers (ltkd/published.csv); diff = ours - paper.")
     header += "\n\n" + provenance(paths)

@@ -164,6 +164,46 @@ def test_an_archive_made_again_drops_the_runs_of_the_last_one(tmp_path: Path):
     assert [json.loads(p.read_text())["loss"] for p in find_metrics(out / "runs" / "t")] == ["ltkd"]
 
 
+
+def test_several_folders_make_one_table_and_one_archive_that_makes_it_again(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_run(Path("sweep_a"), "kd", 0, 40.0, 10.0, gamma=10)
+    write_run(Path("old/seed0"), "kd", 0, 30.0, 5.0)
+    write_run(Path("old/seed0"), "ltkd", 0, 35.0, 8.0)
+    make_table = _make_table()
+    monkeypatch.setattr(make_table, "plot_table", lambda *args: None)  # the figure is not what is tested (slow)
+    assert make_table.main(["sweep_a", "old/seed0", "--name", "t", "--archive"]) == 0
+    archived = Path("results/runs/t")
+    assert sorted(p.parent.parent.name for p in find_metrics(archived)) == ["seed0", "seed0", "sweep_a"]
+    md = Path("results/t.md").read_text()
+    assert "From 3 runs under `results/runs/t`" in md
+    assert "| 10 | resnet32x4 | resnet8x4 | kd | 1 |" in md and "| 100 | resnet32x4 | resnet8x4 | ltkd | 1 |" in md
+    first = Path("results/t.md").read_bytes()
+    assert make_table.main([str(archived), "--name", "t"]) == 0  # `make table`
+    assert Path("results/t.md").read_bytes() == first
+    assert make_table.main(["sweep_a", "old/seed0", "--name", "u"]) == 0  # without --archive: both named
+    assert "From 3 runs under `sweep_a old/seed0`" in Path("results/u.md").read_text()
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["a", "b"], "several runs_dir need --name"),
+    (["a", "a/x", "--name", "t"], "one folder is given twice or lies inside another"),
+    (["a", "a", "--name", "t"], "one folder is given twice or lies inside another"),
+    (["a/x", "b/x", "--name", "t", "--archive"], "two share one"),
+    (["a", "results/runs/t/b", "--name", "t", "--archive"], "which holds a runs_dir"),
+    (["results/runs/t/b", "--name", "t", "--archive"], "--archive replaces results/runs/t, which"),
+])
+def test_folders_that_cannot_be_tabulated_together_are_one_line_and_status_2(argv, says, tmp_path: Path, capsys,
+                                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for folder in ("a/x", "b/x", "results/runs/t/b"):
+        write_run(Path(folder), "kd", 0, 40.0, 10.0)
+    assert _make_table().main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and says in err
+    assert find_metrics(Path("results/runs/t/b")), "nothing is removed"
+
+
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = sorted(p.name for p in (REPO / "results" / "runs").glob("*/"))
 
