@@ -164,7 +164,7 @@ def accuracies(which: str) -> Callable[[dict, str], dict[str, float] | None]:
 
 def collect(paths: Iterable[Path], which: str = "final",
             read: Callable[[dict, str], dict[str, float] | None] | None = None) -> list[Cell]:
-    """Group runs into cells (one per method and variant, seeds averaged); the teacher row counts each
+    """Group runs into cells (one per method and variant, seeds averaged); each pair's teacher row counts each
     distinct (seed, teacher) once. `read(metrics, "teacher" | "student")` gives a run's values by column
     (default: `accuracies(which)`; None: the run has none)."""
     read = read or accuracies(which)
@@ -198,7 +198,7 @@ def collect(paths: Iterable[Path], which: str = "final",
                 continue
             # one teacher stage is counted once; a later student of it adds only columns the earlier ones lacked
             # (its group mass at another temperature)
-            teacher_id = (*base[:3], m["seed"], teacher_label)
+            teacher_id = (*base, m["seed"], teacher_label)  # listed with each student it taught
             cell = cells.setdefault((*base, "teacher", teacher_label), Cell(*base, "teacher", teacher_label))
             if teacher_id not in teacher_columns:
                 teacher_columns[teacher_id] = set(teacher_values)

@@ -281,3 +281,12 @@ def test_skipped_runs_are_archived_so_the_table_made_again_names_them_too(tmp_pa
     assert b"Skipped (not in the table):" in first[".md"]
     assert make_table.main([str(archived), "--name", "t"]) == 0  # `make table`
     assert {ext: Path("results/t").with_suffix(ext).read_bytes() for ext in (".md", ".csv")} == first
+
+
+def test_a_teacher_shared_by_two_students_is_listed_with_each(tmp_path: Path):
+    write_run(tmp_path, "kd", 0, 40.0, 12.0)
+    write_run(tmp_path, "kd", 0, 45.0, 14.0)
+    other = sorted(find_metrics(tmp_path))[1]
+    other.write_text(json.dumps(json.loads(other.read_text()) | {"student_arch": "shufflenetv2"}))
+    teachers = [(c.student, c.values["overall"]) for c in collect(find_metrics(tmp_path)) if c.method == "teacher"]
+    assert teachers == [("resnet8x4", [60.0]), ("shufflenetv2", [60.0])]
