@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ltkd.config import RESULT, key_role
+from ltkd.config import ADDED_WITH_DEFAULT, key_role, run_identity
 from ltkd.distillers import METHODS
 from ltkd.recipes import recipe_epochs
 from ltkd.reporting import COLUMNS, pyplot
@@ -115,12 +115,6 @@ def skipped_note(skipped: Sequence[tuple[Path, str]]) -> str:
     return "\n".join(["Skipped (not in the table):", *(f"- `{path}`: {reason}" for path, reason in skipped)])
 
 
-def _tells_apart(key: str) -> bool:
-    """Whether runs that differ at a config key are different settings: it changes results (role RESULT,
-    `ltkd.config.key_role`) and is not the seed, which the rows average over."""
-    return key != "seed" and key_role(key)[0] == RESULT
-
-
 def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     flat: dict[str, object] = {}
     for key, value in tree.items():
@@ -132,12 +126,20 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 
 
 def _differing(runs: list[dict]) -> list[dict[str, object]]:
-    """For runs of one setting: each run's config values at the keys in which the runs differ."""
-    flats = [{k: v for k, v in _flatten(m.get("config", {})).items() if _tells_apart(k)} for m in runs]
-    # a loss key some runs lack was stored by runs made before each loss had its own keys: it never mattered
-    keys = sorted({k for f in flats for k in f if len({repr(g.get(k)) for g in flats}) > 1
-                   and not (k.startswith("loss.") and any(k not in g for g in flats))})
-    return [{k: f.get(k) for k in keys} for f in flats]
+    """For runs of one setting: each run's config values at the keys in which they are different runs
+    (`ltkd.config.run_identity`, as the resume check compares them: a key added since with its default, or
+    removed since, tells none apart), but the seed, which rows average over."""
+    identities = [run_identity(m.get("config", {})) for m in runs]
+    flats = [_flatten(m.get("config", {})) for m in runs]
+
+    def differ(key: str, views: list[dict]) -> bool:
+        return len({repr(v.get(key)) for v in views}) > 1
+
+    # a loss key some runs lack was stored by runs made before each loss had its own keys: it never mattered;
+    # a key the identity drops where it does not act (teacher.tau of a CE teacher) but stored alike: no split
+    keys = sorted({k for i in identities for k in i if k != "seed" and differ(k, identities) and differ(k, flats)
+                   and not (k.startswith("loss.") and any(k not in i for i in identities))})
+    return [{k: f[k] if k in f else ADDED_WITH_DEFAULT.get(k) for k in keys} for f in flats]
 
 
 def _label(values: dict[str, object]) -> str:

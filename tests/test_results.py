@@ -290,3 +290,19 @@ def test_a_teacher_shared_by_two_students_is_listed_with_each(tmp_path: Path):
     other.write_text(json.dumps(json.loads(other.read_text()) | {"student_arch": "shufflenetv2"}))
     teachers = [(c.student, c.values["overall"]) for c in collect(find_metrics(tmp_path)) if c.method == "teacher"]
     assert teachers == [("resnet8x4", [60.0]), ("shufflenetv2", [60.0])]
+
+
+def test_runs_stored_before_a_key_was_added_or_removed_share_a_row_with_newer_ones(tmp_path: Path):
+    """The table tells runs apart as the resume check does (run_identity): seed 0 stored before
+    trainer.optimizer existed and with pair.dkd_beta, seed 1 after; both are one row of two seeds. A key at a
+    value other than its default still splits, labelled with the default for the older run."""
+    old = {"pair": {"dkd_beta": 8.0}, "trainer": {"lr": 0.05}, "loss": {"name": "kd"}}
+    new = {"pair": {}, "trainer": {"lr": 0.05, "optimizer": "sgd", "warmup_epochs": 0}, "loss": {"name": "kd"}}
+    write_run(tmp_path, "kd", 0, 40.0, 12.0, config=old | {"seed": 0})
+    write_run(tmp_path, "kd", 1, 42.0, 14.0, config=new | {"seed": 1})
+    rows = {(c.method, c.variant): c.seeds for c in collect(find_metrics(tmp_path))}
+    assert rows == {("teacher", ""): [0, 1], ("kd", ""): [0, 1]}
+    adamw = new | {"seed": 2, "trainer": new["trainer"] | {"optimizer": "adamw"}}
+    write_run(tmp_path, "kd", 2, 30.0, 4.0, config=adamw)
+    kd = {c.variant: c.seeds for c in collect(find_metrics(tmp_path)) if c.method == "kd"}
+    assert kd == {"optimizer=sgd": [0, 1], "optimizer=adamw": [2]}
