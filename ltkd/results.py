@@ -38,6 +38,7 @@ class Cell:
     seeds: list[int] = field(default_factory=list)
     scales: set[tuple[int, int | None]] = field(default_factory=set)
     wall_time_s: list[float] = field(default_factory=list)
+    sources: list[Path] = field(default_factory=list)  # each seed's metrics.json, in the order of `seeds`
 
     @property
     def key(self) -> tuple:
@@ -170,7 +171,9 @@ def collect(paths: Iterable[Path], which: str = "final",
     distinct (seed, teacher) once. `read(metrics, "teacher" | "student")` gives a run's values by column
     (default: `accuracies(which)`; None: the run has none)."""
     read = read or accuracies(which)
+    paths = list(paths)
     runs = [json.loads(path.read_text()) for path in paths]
+    source = {id(m): path for m, path in zip(runs, paths, strict=True)}
     by_method: dict[tuple, list[dict]] = defaultdict(list)
     by_setting: dict[tuple, list[dict]] = defaultdict(list)
     for m in runs:
@@ -186,6 +189,7 @@ def collect(paths: Iterable[Path], which: str = "final",
         for col, value in values.items():
             cell.values[col].append(float(value))
         cell.seeds.append(m["seed"])
+        cell.sources.append(source[id(m)])
         cell.scales.add((m["epochs"], m.get("max_steps_per_epoch")))
         if wall:
             cell.wall_time_s.append(float(wall))
@@ -254,11 +258,17 @@ def is_reduced(cells: Iterable[Cell]) -> bool:
 
 
 def check_consistent(cells: Iterable[Cell]) -> None:
-    """Refuse to average runs of different lengths into one cell."""
+    """Refuse to average runs of different lengths into one cell, or one seed twice as if two seeds."""
     for c in cells:
         if len(c.scales) > 1:
             raise ValueError(f"{c.label} on {c.key}: runs of different scale {sorted(c.scales, key=str)} "
                              "would be averaged together; tabulate them separately")
+        twice = sorted({s for s in c.seeds if c.seeds.count(s) > 1})
+        if twice:
+            runs = " ".join(str(p.parent) for s, p in zip(c.seeds, c.sources, strict=True) if s == twice[0])
+            raise ValueError(f"{c.label} on {c.key}: seed {twice[0]} would be counted twice, by runs that differ "
+                             f"only in keys that do not change results or one run found twice: {runs}; "
+                             "tabulate one of them")
 
 
 def to_rows(cells: list[Cell], published: dict[tuple, dict[str, float]]) -> list[dict[str, str]]:

@@ -306,3 +306,15 @@ def test_runs_stored_before_a_key_was_added_or_removed_share_a_row_with_newer_on
     write_run(tmp_path, "kd", 2, 30.0, 4.0, config=adamw)
     kd = {c.variant: c.seeds for c in collect(find_metrics(tmp_path)) if c.method == "kd"}
     assert kd == {"optimizer=sgd": [0, 1], "optimizer=adamw": [2]}
+
+
+def test_one_seed_found_twice_is_refused_not_averaged_as_two(tmp_path: Path, capsys):
+    """The same run in two folders (or two runs differing only in a speed knob) is not "2 seeds"."""
+    write_run(tmp_path / "a", "kd", 0, 40.0, 12.0)
+    write_run(tmp_path / "b", "kd", 0, 41.0, 12.0, config={"seed": 0, "loss": {"name": "kd", "alpha": 1.0},
+                                                          "trainer": {"num_workers": 8}})
+    assert _make_table().main([str(tmp_path / "a"), str(tmp_path / "b"), "--name", "t",
+                               "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "kd on" in err and "seed 0 would be counted twice" in err
+    assert str(tmp_path / "a") in err and str(tmp_path / "b") in err
