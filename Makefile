@@ -14,8 +14,9 @@ WHEEL_WITH ?=
 SMOKE_ARGS := trainer=smoke dataset.max_test_per_class=3
 SEEDS ?= 0 1 2
 IMBALANCES ?= 10 20
-CPU_SCALE := experiment=cpu_scale_cifar100_lt_g100 sweep_name=cpu_scale_cifar100_lt_g100
-CPU_SCALE_IMBALANCE := experiment=cpu_scale_cifar100_lt_g100 sweep_name=cpu_scale_cifar100_lt_imbalance
+CPU_SCALE_EXPERIMENT := experiment=cpu_scale_cifar100_lt_g100
+CPU_SCALE := $(CPU_SCALE_EXPERIMENT) sweep_name=cpu_scale_cifar100_lt_g100
+CPU_SCALE_IMBALANCE := $(CPU_SCALE_EXPERIMENT) sweep_name=cpu_scale_cifar100_lt_imbalance
 PYTEST_ARGS ?=
 MUTMUT := mutmut==3.8.1
 MUTATION_CHILDREN ?= 1
